@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to build, test and demo pgpilot. Idempotent.
 #
-# - installs PostgreSQL 15, etcd, protoc and a C toolchain with apt (as root, or via sudo);
+# - installs PostgreSQL 15, etcd, protoc, a C toolchain and Prometheus (its
+#   server and promtool, for the metrics tests) with apt (as root, or via sudo);
 # - keeps Debian's own PostgreSQL cluster and etcd service stopped and off
 #   (pgpilot's tests and demo start their own, on their own ports);
 # - checks that cargo exists and installs cargo-nextest if it is missing.
@@ -12,6 +13,7 @@ PACKAGES=(
     etcd-server etcd-client
     protobuf-compiler build-essential pkg-config
     curl ca-certificates
+    prometheus
 )
 
 say() { printf '==> %s\n' "$*"; }
@@ -106,6 +108,15 @@ if dpkg-query -W -f='${Status}' etcd-server 2>/dev/null | grep -q 'install ok in
             as_root update-rc.d etcd disable >/dev/null 2>&1 || true
         fi
     fi
+fi
+
+# Prometheus: the metrics tests start their own server; Debian's service stays off.
+if dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed' && systemd_running; then
+    if systemctl is-active --quiet prometheus 2>/dev/null; then
+        say "stopping Debian's prometheus service"
+        as_root systemctl stop prometheus || true
+    fi
+    as_root systemctl disable prometheus >/dev/null 2>&1 || true
 fi
 
 # --- Rust ----------------------------------------------------------------------

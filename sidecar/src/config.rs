@@ -80,9 +80,16 @@ pub struct Config {
     /// Log output.
     #[serde(default)]
     pub log: LogSection,
+    /// `GET /metrics`: the monitoring connection and its limits.
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsSection,
     /// The backup repository and WAL archiving; absent: no archiving.
     #[serde(default)]
     pub backup: Option<crate::repo::config::BackupSection>,
+    /// How the member that bootstraps the cluster creates it: initdb, or a
+    /// backup from the repository; absent: initdb.
+    #[serde(default)]
+    pub bootstrap_from: Option<crate::backup::bootstrap::BootstrapFrom>,
     /// The file this configuration was read from (PostgreSQL's archive and
     /// restore commands point pgpilot back at it).
     #[serde(skip)]
@@ -170,6 +177,11 @@ pub struct PostgresSection {
     /// Extra arguments for pg_basebackup when cloning a replica.
     #[serde(default)]
     pub basebackup: Vec<String>,
+    /// How a new replica is created, tried in order: `"backup"` (the newest
+    /// backup of the cluster plus archived WAL, then streaming) and
+    /// `"basebackup"` (pg_basebackup from the leader).
+    #[serde(default = "default_replica_methods")]
+    pub create_replica_methods: Vec<ReplicaMethod>,
     /// Lines of pg_hba.conf; when empty pgpilot renders password (scram) rules.
     #[serde(default)]
     pub pg_hba: Vec<String>,
@@ -196,6 +208,26 @@ pub struct Credentials {
     pub username: String,
     /// Password (scram-sha-256 is used on the wire).
     pub password: String,
+}
+
+/// One way of creating a replica (`postgresql.create_replica_methods`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReplicaMethod {
+    /// Restore the newest backup of the cluster from the `[backup]`
+    /// repository, replay the archived WAL, then stream from the leader.
+    Backup,
+    /// pg_basebackup from the leader.
+    Basebackup,
+}
+
+impl ReplicaMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaMethod::Backup => "backup",
+            ReplicaMethod::Basebackup => "basebackup",
+        }
+    }
 }
 
 /// A PostgreSQL parameter value as written in TOML or JSON.
@@ -346,6 +378,9 @@ fn default_os_user() -> String {
 }
 fn default_pg_ctl_timeout() -> u64 {
     60
+}
+fn default_replica_methods() -> Vec<ReplicaMethod> {
+    vec![ReplicaMethod::Basebackup]
 }
 fn default_api_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8008))
@@ -547,6 +582,7 @@ impl Config {
                 "must differ from the superuser's name",
             ));
         }
+        check_replica_methods(&pg.create_replica_methods, self.backup.is_some())?;
         for name in pg.parameters.keys() {
             if let Some(owner) = crate::postgres::conf::managed_parameter(name) {
                 return Err(Invalid::new(
@@ -594,13 +630,25 @@ impl Config {
             crate::api::tls::server_config(tls)?;
         }
         self.bootstrap.validate("bootstrap")?;
+        self.metrics.validate()?;
         if self.log.level.trim().is_empty() {
             return Err(Invalid::new("log.level", "must not be empty"));
         }
         if let Some(backup) = &self.backup {
             backup.validate()?;
+            backup.validate_spool(&self.postgresql.data_dir)?;
+        }
+        if let Some(from) = &self.bootstrap_from {
+            from.validate(self.backup.is_some())?;
         }
         Ok(())
+    }
+
+    /// The `[bootstrap_from]` section when it asks for a backup.
+    pub fn bootstrap_from_backup(&self) -> Option<&crate::backup::bootstrap::BootstrapFrom> {
+        self.bootstrap_from
+            .as_ref()
+            .filter(|b| b.method == crate::backup::bootstrap::BootstrapMethod::Backup)
     }
 
     /// The file set for the postmaster's output.
@@ -631,6 +679,31 @@ impl Config {
     pub fn conn_url(&self) -> String {
         format!("postgres://{}/postgres", self.postgresql.connect_address)
     }
+}
+
+fn check_replica_methods(methods: &[ReplicaMethod], backup: bool) -> Result<(), Invalid> {
+    let key = "postgresql.create_replica_methods";
+    if methods.is_empty() {
+        return Err(Invalid::new(
+            key,
+            "needs at least one method: \"backup\" or \"basebackup\"",
+        ));
+    }
+    for (i, method) in methods.iter().enumerate() {
+        if methods[..i].contains(method) {
+            return Err(Invalid::new(
+                key,
+                format!("lists {:?} twice", method.as_str()),
+            ));
+        }
+    }
+    if methods.contains(&ReplicaMethod::Backup) && !backup {
+        return Err(Invalid::new(
+            key,
+            "\"backup\" needs a [backup] section: the repository to restore from",
+        ));
+    }
+    Ok(())
 }
 
 fn missing_field_name(message: &str) -> Option<&str> {
@@ -767,6 +840,53 @@ mod tests {
         assert_eq!(key_of(&text), "api.username");
         let text = EXAMPLE.replace("[api]", "[api]\nusername = \"a\"");
         assert_eq!(key_of(&text), "api.password");
+    }
+
+    #[test]
+    fn replica_methods_are_checked() {
+        let c = parse(EXAMPLE).unwrap();
+        assert_eq!(
+            c.postgresql.create_replica_methods,
+            vec![ReplicaMethod::Basebackup]
+        );
+        let with = |methods: &str, tail: &str| {
+            format!(
+                "{}{tail}",
+                EXAMPLE.replace(
+                    "[postgresql]\n",
+                    &format!("[postgresql]\ncreate_replica_methods = {methods}\n")
+                )
+            )
+        };
+        let repo = "\n[backup]\nrepository = \"posix\"\n[backup.posix]\npath = \"/srv/repo\"\n";
+        assert_eq!(
+            key_of(&with("[\"backup\", \"basebackup\"]", "")),
+            "postgresql.create_replica_methods"
+        );
+        let c = parse(&with("[\"backup\", \"basebackup\"]", repo)).unwrap();
+        assert_eq!(
+            c.postgresql.create_replica_methods,
+            vec![ReplicaMethod::Backup, ReplicaMethod::Basebackup]
+        );
+        for bad in ["[]", "[\"basebackup\", \"basebackup\"]", "[\"pgbackrest\"]"] {
+            assert!(
+                key_of(&with(bad, repo)).starts_with("postgresql.create_replica_methods"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn bootstrap_from_is_checked() {
+        let text = format!("{EXAMPLE}\n[bootstrap_from]\nmethod = \"backup\"\n");
+        assert_eq!(key_of(&text), "bootstrap_from.method");
+        let text = format!(
+            "{text}target_lsn = \"nowhere\"\n[backup]\nrepository = \"posix\"\n[backup.posix]\npath = \"/r\"\n"
+        );
+        assert_eq!(key_of(&text), "bootstrap_from.target_lsn");
+        let c = parse(&text.replace("nowhere", "0/3000028")).unwrap();
+        assert!(c.bootstrap_from_backup().is_some());
+        assert!(parse(EXAMPLE).unwrap().bootstrap_from_backup().is_none());
     }
 
     #[test]

@@ -119,6 +119,15 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
             ))
         })?;
 
+    let metrics_listener = match config.metrics.listen.filter(|_| config.metrics.enabled) {
+        Some(address) => Some(
+            tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| usage(format!("cannot listen on {address} (metrics.listen): {e}")))?,
+        ),
+        None => None,
+    };
+
     let shared = Shared::new(config.clone(), postgres);
     shared.update(|s| {
         s.view = view.clone();
@@ -146,8 +155,26 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
         shared.clone(),
         rest_stop_rx.clone(),
     ));
+    // Async WAL archiving: the push-ahead worker (its status is for metrics).
+    let (_ahead_status, ahead_task) =
+        crate::archive::ahead::start(config.clone(), rest_stop_rx.clone()).unzip();
+    // The backup repository's summary for /metrics, read in the background.
+    if let (Some(repo), Some(section)) = (shared.repo_watch.clone(), config.backup.clone()) {
+        let path = config.source.clone().unwrap_or_default();
+        match crate::backup::Context::with((*config).clone(), section, &path) {
+            Ok(context) => {
+                tokio::spawn(crate::backup::watch::keep_watching(
+                    context,
+                    repo,
+                    rest_stop_rx.clone(),
+                ));
+            }
+            Err(e) => tracing::warn!(error = %e, "backup metrics off: cannot open the repository"),
+        }
+    }
     let api_task = tokio::spawn(crate::api::serve(
         listener,
+        metrics_listener,
         shared.clone(),
         dcs.clone(),
         rest_stop_rx,
@@ -168,6 +195,9 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     let _ = tokio::time::timeout(Duration::from_secs(5), lease_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), fence_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), api_task).await;
+    if let Some(task) = ahead_task {
+        let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
+    }
     match outcome {
         Ok(Ok(())) => Ok(exit::OK),
         Ok(Err(e)) => Err(StartError(exit::FAILURE, e.to_string())),

@@ -13,6 +13,7 @@ pub mod dcs;
 pub mod demo;
 pub mod dynamic;
 pub mod ha;
+pub mod metrics;
 pub mod postgres;
 pub mod repo;
 pub mod state;

@@ -44,6 +44,13 @@ enum Command {
     Check(pgpilot::backup::check::CheckArgs),
     /// Print the version.
     Version,
+    /// Internal: the push-ahead worker of async archiving alone, in the
+    /// foreground (`pgpilot run` runs it itself).
+    #[command(hide = true)]
+    ArchiveAhead(pgpilot::archive::ahead::AheadArgs),
+    /// Internal: the prefetcher archive-get starts in async mode.
+    #[command(hide = true)]
+    ArchiveGetPrefetch(pgpilot::archive::prefetch::PrefetchArgs),
     /// Internal: the fence guard process the sidecar starts for itself.
     #[command(hide = true)]
     FenceGuard {
@@ -60,6 +67,8 @@ fn main() {
         Command::Demo(args) => pgpilot::demo::main(args),
         Command::ArchivePush(args) => pgpilot::archive::push::main(args),
         Command::ArchiveGet(args) => pgpilot::archive::get::main(args),
+        Command::ArchiveAhead(args) => pgpilot::archive::ahead::main(args),
+        Command::ArchiveGetPrefetch(args) => pgpilot::archive::prefetch::main(args),
         Command::Backup(args) => pgpilot::backup::take::main(args),
         Command::Restore(args) => pgpilot::backup::restore::main(args),
         Command::Info(args) => pgpilot::backup::info::main(args),

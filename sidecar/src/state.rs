@@ -1,6 +1,7 @@
 //! What the HA loop knows, shared with the REST API. The API only reads it,
 //! so it keeps answering while the loop waits on a slow store.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -42,6 +43,18 @@ impl LeaseClock {
     pub fn deadline(&self) -> Option<Instant> {
         *self.deadline.lock().unwrap()
     }
+}
+
+/// Running totals of what the HA loop and the lease keeper did, for
+/// `/metrics`. Written by one task each, read at scrape time.
+#[derive(Debug, Default)]
+pub struct HaCounters {
+    /// Promotions of this member without an operator's request.
+    pub failovers: AtomicU64,
+    /// Promotions of this member asked for by a switchover or manual failover.
+    pub switchovers: AtomicU64,
+    /// Lease renewals that failed or timed out.
+    pub lease_renewal_failures: AtomicU64,
 }
 
 /// The last cycle's picture, replaced whole at the end of each cycle.
@@ -92,6 +105,11 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub postgres: Arc<Postgres>,
     pub lease: LeaseClock,
+    pub counters: HaCounters,
+    /// Collects and renders `/metrics` (the HA loop times its cycles into it).
+    pub exporter: pgpilot_exporters::Exporter,
+    /// The backup repository's summary, when `[backup]` is configured.
+    pub repo_watch: Option<Arc<crate::backup::watch::RepoWatch>>,
     snapshot: RwLock<Snapshot>,
     pending: Mutex<Option<Pending>>,
     /// The command being carried out (taken from `pending`, not finished).
@@ -103,10 +121,15 @@ pub struct Shared {
 impl Shared {
     pub fn new(config: Arc<Config>, postgres: Arc<Postgres>) -> Arc<Self> {
         let dynamic = config.bootstrap.clone();
+        let exporter = crate::metrics::exporter(&config);
+        let repo_watch = config.backup.as_ref().map(|_| Default::default());
         Arc::new(Shared {
             config,
             postgres,
             lease: LeaseClock::default(),
+            counters: HaCounters::default(),
+            exporter,
+            repo_watch,
             snapshot: RwLock::new(Snapshot {
                 view: ClusterView::default(),
                 dynamic,

@@ -9,13 +9,18 @@ use crate::{SUPERUSER, SUPERUSER_PASSWORD};
 
 /// Connect to the `postgres` database of the instance on 127.0.0.1:`port`.
 pub async fn connect(port: u16) -> anyhow::Result<Client> {
+    connect_db(port, "postgres").await
+}
+
+/// Connect to database `dbname` of the instance on 127.0.0.1:`port`.
+pub async fn connect_db(port: u16, dbname: &str) -> anyhow::Result<Client> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
         .port(port)
         .user(SUPERUSER)
         .password(SUPERUSER_PASSWORD)
-        .dbname("postgres")
+        .dbname(dbname)
         .application_name("pgpilot-e2e")
         .connect_timeout(Duration::from_secs(5));
     let (client, connection) = tokio::time::timeout(Duration::from_secs(10), config.connect(NoTls))

@@ -8,6 +8,7 @@ pub mod config;
 pub mod health;
 pub mod info;
 pub mod member;
+pub mod metrics;
 pub mod security;
 pub mod switchover;
 pub mod tls;
@@ -109,6 +110,9 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
             ),
         );
     }
+    if state.shared.config.metrics.enabled {
+        router = router.route("/metrics", get(metrics::metrics::<D>));
+    }
     router
         .route("/patroni", on(checks, info::patroni::<D>))
         .route("/cluster", get(cluster::cluster::<D>))
@@ -140,8 +144,10 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
 }
 
 /// Serve until `shutdown` flips: HTTPS when `[api.tls]` is set, else HTTP.
+/// `metrics_listener` (from `metrics.listen`) serves `/metrics` alone, over HTTP.
 pub async fn serve<D: Dcs>(
     listener: tokio::net::TcpListener,
+    metrics_listener: Option<tokio::net::TcpListener>,
     shared: Arc<Shared>,
     dcs: Arc<D>,
     mut shutdown: watch::Receiver<bool>,
@@ -154,11 +160,30 @@ pub async fn serve<D: Dcs>(
         }
     };
     let tls = shared.config.api.tls.clone();
-    let app = router(ApiState {
+    let state = ApiState {
         shared,
         dcs,
         client,
-    });
+    };
+    if let Some(listener) = metrics_listener {
+        let app = Router::new()
+            .route("/metrics", get(metrics::metrics::<D>))
+            .fallback(|| async { (StatusCode::NOT_FOUND, "only /metrics is served here\n") })
+            .with_state(state.clone());
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let stopping = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(stopping)
+                .await
+            {
+                tracing::error!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
+    let app = router(state);
     let stopping = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };

@@ -29,8 +29,11 @@ pub struct GetArgs {
 
 /// Entry point; returns the exit code (see [`super::code`]).
 pub fn main(args: GetArgs) -> i32 {
-    super::run("archive-get", &args.config.config, async |context| {
-        get(context, &args.walname, &args.dest).await
+    super::run("archive-get", &args.config.config, async |call| {
+        if call.backup.archive_async && call.backup.archive_get_queue > 0 {
+            return super::prefetch::get(call, &args.walname, &args.dest).await;
+        }
+        get(call.context()?, &args.walname, &args.dest).await
     })
 }
 
@@ -41,50 +44,58 @@ pub async fn get(context: &Context, walname: &str, dest: &Path) -> Result<(), Ar
             "{walname:?} is not a WAL file name (segment, .partial, .backup or .history)"
         ))
     })?;
+    let (key, sha) = locate(context, &name).await?;
+    let compressed = fetch(context, &key).await?;
+    let dest = dest.to_path_buf();
+    let location = context.storage.location();
+    tokio::task::spawn_blocking(move || write_verified(&compressed, &sha, &dest, &key, &location))
+        .await
+        .map_err(|e| ArchiveError::Local(e.to_string()))?
+}
+
+/// The key and SHA-256 of the one stored copy of `name`.
+pub async fn locate(context: &Context, name: &WalName) -> Result<(String, String), ArchiveError> {
     let storage = &context.storage;
     let listed = storage
-        .list(&context.layout.wal_prefix(&name))
+        .list(&context.layout.wal_prefix(name))
         .await
         .map_err(|e| ArchiveError::repository(storage, e))?;
     let copies: Vec<(String, String)> = listed
         .into_iter()
         .filter_map(|meta| {
             let (wal, sha) = context.layout.parse_wal_key(&meta.key)?;
-            (wal == name).then_some((meta.key, sha))
+            (wal == *name).then_some((meta.key, sha))
         })
         .collect();
-    let (key, sha) = match copies.as_slice() {
-        [] => return Err(ArchiveError::NotFound),
-        [one] => one.clone(),
+    match copies.as_slice() {
+        [] => Err(ArchiveError::NotFound),
+        [one] => Ok(one.clone()),
         several => {
             let keys: Vec<&str> = several.iter().map(|(k, _)| k.as_str()).collect();
-            return Err(ArchiveError::Corrupt(format!(
+            Err(ArchiveError::Corrupt(format!(
                 "{name} is stored more than once with different content ({}): refusing to guess \
                  which one to replay; remove the wrong copy",
                 keys.join(", ")
-            )));
+            )))
         }
-    };
+    }
+}
 
-    // Fetch the whole object, retrying transient errors (also mid-stream).
-    let compressed = storage
-        .run("get", &key, || async {
-            storage.get(&key).await?.into_bytes(&key, 2 << 30).await
+/// Fetch a whole object, retrying transient errors (also mid-stream).
+pub async fn fetch(context: &Context, key: &str) -> Result<Vec<u8>, ArchiveError> {
+    let storage = &context.storage;
+    storage
+        .run("get", key, || async {
+            storage.get(key).await?.into_bytes(key, 2 << 30).await
         })
         .await
-        .map_err(|e| ArchiveError::repository(storage, e))?;
-
-    let dest = dest.to_path_buf();
-    let location = storage.location();
-    tokio::task::spawn_blocking(move || write_verified(&compressed, &sha, &dest, &key, &location))
-        .await
-        .map_err(|e| ArchiveError::Local(e.to_string()))?
+        .map_err(|e| ArchiveError::repository(storage, e))
 }
 
 /// Decompress, then hash on a second thread while the temporary file
 /// beside `dest` is written; rename it onto `dest` only if the SHA-256 is
 /// the one the object's key names.
-fn write_verified(
+pub(crate) fn write_verified(
     compressed: &[u8],
     sha: &str,
     dest: &Path,
@@ -126,7 +137,7 @@ fn write_verified(
     outcome
 }
 
-fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

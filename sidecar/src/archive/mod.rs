@@ -17,8 +17,12 @@
 //!
 //! Exit codes ([`code`]) are stable; they follow pgBackRest's where one exists.
 
+pub mod ahead;
+pub mod async_push;
 pub mod get;
+pub mod prefetch;
 pub mod push;
+pub mod spool;
 pub mod wal;
 
 #[cfg(test)]
@@ -85,6 +89,10 @@ pub enum ArchiveError {
     Duplicate(String),
     #[error("{0}")]
     Timeout(String),
+    /// A failure another process (the push-ahead worker) met and recorded
+    /// in the spool, with its exit code.
+    #[error("{message}")]
+    Reported { code: i32, message: String },
 }
 
 impl ArchiveError {
@@ -98,6 +106,7 @@ impl ArchiveError {
             ArchiveError::WrongCluster(_) => code::WRONG_CLUSTER,
             ArchiveError::Duplicate(_) => code::DUPLICATE,
             ArchiveError::Timeout(_) => code::TIMEOUT,
+            ArchiveError::Reported { code, .. } => *code,
         }
     }
 
@@ -117,40 +126,148 @@ impl ArchiveError {
     }
 }
 
-/// What both commands work with.
-pub struct Context {
-    pub config: Config,
-    pub backup: BackupSection,
+/// What stays the same from one call to the next: the configuration and
+/// one repository client. A command builds one; the push-ahead worker keeps
+/// one for its whole life and makes a [`Context`] per file.
+#[derive(Clone)]
+pub struct Archive {
+    pub config: Arc<Config>,
+    pub backup: Arc<BackupSection>,
     pub layout: Layout,
-    /// The repository, retrying transient errors until `deadline`.
-    pub storage: Retrying<Arc<dyn Storage>>,
-    /// When the command gives up (`backup.archive_timeout` after the start).
-    pub deadline: Instant,
+    pub storage: Arc<dyn Storage>,
 }
 
-impl Context {
-    /// Load the configuration and open the repository. Only configuration
-    /// and local problems are reported here: nothing is sent yet.
-    pub fn open(config_path: &Path, started: Instant) -> Result<Context, ArchiveError> {
-        let (config, backup) = BackupSection::load(config_path).map_err(ArchiveError::Usage)?;
+impl Archive {
+    /// Open the repository of a loaded configuration (which must have a
+    /// `[backup]` section). Only configuration and local problems are
+    /// reported here: nothing is sent yet.
+    pub fn new(config: Arc<Config>) -> Result<Archive, ArchiveError> {
+        let backup = config.backup.clone().ok_or_else(|| {
+            ArchiveError::Usage(
+                "no [backup] section: no backup repository (and no WAL archiving) is configured"
+                    .into(),
+            )
+        })?;
         let layout = Layout::new(backup.stanza(&config.cluster.scope));
         let storage = crate::repo::open(&backup).map_err(|error| ArchiveError::Repository {
             location: backup.location(),
             error,
         })?;
-        let deadline = started + backup.archive_timeout();
+        Ok(Archive {
+            config,
+            backup: Arc::new(backup),
+            layout,
+            storage,
+        })
+    }
+
+    pub fn open(config_path: &Path) -> Result<Archive, ArchiveError> {
+        let (config, _) = BackupSection::load(config_path).map_err(ArchiveError::Usage)?;
+        Archive::new(Arc::new(config))
+    }
+
+    /// The context of one call started at `started`: it gives up
+    /// `backup.archive_timeout` later.
+    pub fn call(&self, started: Instant) -> Context {
+        let deadline = started + self.backup.archive_timeout();
         let policy = RetryPolicy {
             max_attempts: 20,
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(5),
         };
-        Ok(Context {
-            config,
-            backup,
-            layout,
-            storage: Retrying::new(storage, policy).with_deadline(deadline),
+        Context {
+            config: self.config.clone(),
+            backup: self.backup.clone(),
+            layout: self.layout.clone(),
+            storage: Retrying::new(self.storage.clone(), policy).with_deadline(deadline),
             deadline,
+        }
+    }
+}
+
+/// What one call (one file) works with.
+pub struct Context {
+    pub config: Arc<Config>,
+    pub backup: Arc<BackupSection>,
+    pub layout: Layout,
+    /// The repository, retrying transient errors until `deadline`.
+    pub storage: Retrying<Arc<dyn Storage>>,
+    /// When the call gives up (`backup.archive_timeout` after its start).
+    pub deadline: Instant,
+}
+
+impl Context {
+    /// Load the configuration and open the repository for one call.
+    pub fn open(config_path: &Path, started: Instant) -> Result<Context, ArchiveError> {
+        Ok(Archive::open(config_path)?.call(started))
+    }
+
+    /// Run `work` until the deadline; past it, a time-out error that names
+    /// the last repository error seen.
+    pub async fn within_deadline<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, ArchiveError>>,
+    ) -> Result<T, ArchiveError> {
+        match tokio::time::timeout_at(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(
+                self.backup.archive_timeout(),
+                Some(&self.storage),
+            )),
+        }
+    }
+}
+
+fn timed_out(budget: Duration, storage: Option<&Retrying<Arc<dyn Storage>>>) -> ArchiveError {
+    let (location, last) = match storage {
+        Some(s) => (
+            format!(" {}", s.location()),
+            s.last_error()
+                .map(|e| format!("; last error: {e}"))
+                .unwrap_or_default(),
+        ),
+        None => (String::new(), String::new()),
+    };
+    ArchiveError::Timeout(format!(
+        "no result within backup.archive_timeout ({} s): the repository{location} is slow \
+         or unreachable{last}",
+        budget.as_secs()
+    ))
+}
+
+/// One run of a command: the configuration, loaded at start, and the
+/// repository, opened only when the command needs it (an async push that
+/// finds its acknowledgement never does).
+pub struct Call {
+    pub config: Arc<Config>,
+    pub backup: Arc<BackupSection>,
+    pub started: Instant,
+    context: std::cell::OnceCell<Context>,
+}
+
+impl Call {
+    pub fn load(config_path: &Path, started: Instant) -> Result<Call, ArchiveError> {
+        let (config, backup) = BackupSection::load(config_path).map_err(ArchiveError::Usage)?;
+        Ok(Call {
+            config: Arc::new(config),
+            backup: Arc::new(backup),
+            started,
+            context: std::cell::OnceCell::new(),
         })
+    }
+
+    /// When the command gives up.
+    pub fn deadline(&self) -> Instant {
+        self.started + self.backup.archive_timeout()
+    }
+
+    /// The repository context, opened on first use.
+    pub fn context(&self) -> Result<&Context, ArchiveError> {
+        if let Some(context) = self.context.get() {
+            return Ok(context);
+        }
+        let context = Archive::new(self.config.clone())?.call(self.started);
+        Ok(self.context.get_or_init(|| context))
     }
 }
 
@@ -160,7 +277,7 @@ impl Context {
 pub(crate) fn run(
     command: &str,
     config_path: &Path,
-    work: impl AsyncFnOnce(&Context) -> Result<(), ArchiveError>,
+    work: impl AsyncFnOnce(&Call) -> Result<(), ArchiveError>,
 ) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -173,25 +290,14 @@ pub(crate) fn run(
         }
     };
     let result = runtime.block_on(async {
-        let started = Instant::now();
-        let context = Context::open(config_path, started)?;
-        crate::daemon::init_tracing(&context.config.log.level, context.config.log.json);
-        let budget = context.backup.archive_timeout();
-        match tokio::time::timeout_at(started + budget, work(&context)).await {
+        let call = Call::load(config_path, Instant::now())?;
+        crate::daemon::init_tracing(&call.config.log.level, call.config.log.json);
+        match tokio::time::timeout_at(call.deadline(), work(&call)).await {
             Ok(result) => result,
-            Err(_) => {
-                let last = context
-                    .storage
-                    .last_error()
-                    .map(|e| format!("; last error: {e}"))
-                    .unwrap_or_default();
-                Err(ArchiveError::Timeout(format!(
-                    "no result within backup.archive_timeout ({} s): the repository {} is slow \
-                     or unreachable{last}",
-                    budget.as_secs(),
-                    context.storage.location()
-                )))
-            }
+            Err(_) => Err(timed_out(
+                call.backup.archive_timeout(),
+                call.context.get().map(|c| &c.storage),
+            )),
         }
     });
     // Requests still pending after a time-out are dropped with the runtime.

@@ -29,18 +29,24 @@ pub struct PushArgs {
 
 /// Entry point; returns the exit code (see [`super::code`]).
 pub fn main(args: PushArgs) -> i32 {
-    super::run("archive-push", &args.config.config, async |context| {
-        push(context, &args.path).await.map(|_| ())
+    super::run("archive-push", &args.config.config, async |call| {
+        if call.backup.archive_async {
+            return super::async_push::push(call, &args.path).await;
+        }
+        push(call.context()?, &args.path).await.map(|_| ())
     })
 }
 
-/// How a push ended well.
+/// How a push ended well: where the file is and what was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Pushed {
-    /// Stored now, under this key.
-    Stored { key: String },
-    /// The same content was already stored under this key.
-    AlreadyStored { key: String },
+pub struct Pushed {
+    /// The object holding the file.
+    pub key: String,
+    /// SHA-256 and size of the file's bytes as read (the object holds them).
+    pub sha256: String,
+    pub size: u64,
+    /// The same content was stored already (by an earlier attempt).
+    pub already_stored: bool,
 }
 
 /// Archive the file at `path` into the context's repository.
@@ -87,9 +93,17 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
         .map_err(|e| ArchiveError::identity(storage, e))?;
 
     let key = layout.wal_key(&name, &sha);
+    let pushed = |already_stored| Pushed {
+        key: key.clone(),
+        sha256: sha.clone(),
+        size: data.len() as u64,
+        already_stored,
+    };
     let stored = stored_copies(context, &name).await?;
     if stored.iter().any(|(k, _)| *k == key) {
-        return already_stored(context, &name, &key, &sha, &compressed).await;
+        return already_stored(context, &name, &key, &sha, &compressed)
+            .await
+            .map(pushed);
     }
     if !stored.is_empty() {
         let shas: Vec<&str> = stored.iter().map(|(_, s)| s.as_str()).collect();
@@ -110,7 +124,9 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
         Ok(_) => {}
         // A concurrent or earlier attempt stored it: check that copy.
         Err(e) if e.kind == ErrorKind::AlreadyExists => {
-            return already_stored(context, &name, &key, &sha, &compressed).await;
+            return already_stored(context, &name, &key, &sha, &compressed)
+                .await
+                .map(pushed);
         }
         Err(e) => return Err(repo_err(e)),
     }
@@ -121,7 +137,7 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
         compressed.len(),
         started.elapsed().as_millis()
     );
-    Ok(Pushed::Stored { key })
+    Ok(pushed(false))
 }
 
 /// A segment must come from this cluster and be the segment it is named after.
@@ -172,14 +188,15 @@ async fn stored_copies(
 }
 
 /// The same content is stored already: make sure that copy is whole (read
-/// it back and check its SHA-256), repairing it if it is not.
+/// it back and check its SHA-256), repairing it if it is not. True when the
+/// stored copy was good, false when it was replaced.
 async fn already_stored(
     context: &Context,
     name: &WalName,
     key: &str,
     sha: &str,
     compressed: &Bytes,
-) -> Result<Pushed, ArchiveError> {
+) -> Result<bool, ArchiveError> {
     let storage = &context.storage;
     let stored = storage
         .get(key)
@@ -199,9 +216,7 @@ async fn already_stored(
                 "{name} is already archived with the same content (SHA-256 {sha}): nothing to do. \
                  This is normal after an interrupted archive_command or a restart."
             );
-            Ok(Pushed::AlreadyStored {
-                key: key.to_string(),
-            })
+            Ok(true)
         }
         failed => {
             // The object's name promises this content and it does not hold
@@ -216,9 +231,7 @@ async fn already_stored(
                 .await
                 .map_err(|e| ArchiveError::repository(storage, e))?;
             verify_size(context, key, compressed.len() as u64).await?;
-            Ok(Pushed::Stored {
-                key: key.to_string(),
-            })
+            Ok(false)
         }
     }
 }

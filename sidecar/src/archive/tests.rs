@@ -97,9 +97,10 @@ async fn push_then_get_round_trips() {
     let ctx = s.context(&s.path("pgpilot.toml"));
     let data = segment(1);
     let pushed = push(&ctx, &s.wal(SEG, &data)).await.unwrap();
-    let Pushed::Stored { key } = pushed else {
-        panic!("{pushed:?}")
-    };
+    assert!(!pushed.already_stored, "{pushed:?}");
+    assert_eq!(pushed.sha256, super::wal::sha256_hex(&data));
+    assert_eq!(pushed.size, data.len() as u64);
+    let key = pushed.key;
     assert!(
         key.starts_with("demo/archive/0000000100000000/000000010000000000000003-")
             && key.ends_with(".zst"),
@@ -121,10 +122,7 @@ async fn same_content_twice_is_fine() {
     let path = s.wal(SEG, &segment(1));
     push(&ctx, &path).await.unwrap();
     let before = s.snapshot();
-    assert!(matches!(
-        push(&ctx, &path).await.unwrap(),
-        Pushed::AlreadyStored { .. }
-    ));
+    assert!(push(&ctx, &path).await.unwrap().already_stored);
     assert_eq!(s.snapshot(), before);
 }
 
@@ -244,9 +242,7 @@ async fn a_damaged_object_is_never_restored_and_a_push_repairs_it() {
     let ctx = s.context(&s.path("pgpilot.toml"));
     let data = segment(1);
     let path = s.wal(SEG, &data);
-    let Pushed::Stored { key } = push(&ctx, &path).await.unwrap() else {
-        panic!()
-    };
+    let Pushed { key, .. } = push(&ctx, &path).await.unwrap();
     let file = s.path("repo").join(&key);
     let mut bytes = std::fs::read(&file).unwrap();
     let mid = bytes.len() / 2;
@@ -259,10 +255,7 @@ async fn a_damaged_object_is_never_restored_and_a_push_repairs_it() {
     assert_eq!(err.exit_code(), code::CORRUPT, "{err}");
     assert_eq!(std::fs::read(&dest).unwrap(), b"previous");
 
-    assert!(matches!(
-        push(&ctx, &path).await.unwrap(),
-        Pushed::Stored { .. }
-    ));
+    assert!(!push(&ctx, &path).await.unwrap().already_stored);
     get(&ctx, SEG, &dest).await.unwrap();
     assert_eq!(std::fs::read(&dest).unwrap(), data);
 }
@@ -271,9 +264,7 @@ async fn a_damaged_object_is_never_restored_and_a_push_repairs_it() {
 async fn two_different_copies_are_not_guessed_between() {
     let s = Setup::new();
     let ctx = s.context(&s.path("pgpilot.toml"));
-    let Pushed::Stored { key } = push(&ctx, &s.wal(SEG, &segment(1))).await.unwrap() else {
-        panic!()
-    };
+    let Pushed { key, .. } = push(&ctx, &s.wal(SEG, &segment(1))).await.unwrap();
     // A second copy, as a split brain could leave behind.
     let other = key.replace(&key[key.len() - 68..key.len() - 4], &"0".repeat(64));
     ctx.storage
@@ -292,4 +283,149 @@ fn config_without_backup_is_a_usage_error() {
     let err = Context::open(&path, Instant::now()).err().unwrap();
     assert_eq!(err.exit_code(), code::USAGE);
     assert!(err.to_string().contains("no [backup] section"), "{err}");
+}
+
+// --- async mode: archive-push with the spool -------------------------------
+
+mod async_mode {
+    use super::*;
+    use crate::archive::async_push::repository_id;
+    use crate::archive::spool::{Ack, Failure, Spool};
+    use crate::archive::Call;
+
+    fn setup() -> (Setup, PathBuf, Spool) {
+        let s = Setup::new();
+        let spool_dir = s.path("spool");
+        let config = s.config(
+            "async.toml",
+            "data",
+            &format!(
+                "archive_async = true\nspool_path = \"{}\"",
+                spool_dir.display()
+            ),
+        );
+        let spool = Spool::at(&spool_dir);
+        (s, config, spool)
+    }
+
+    async fn push_async(config: &Path, file: &Path) -> Result<(), ArchiveError> {
+        let call = Call::load(config, Instant::now()).unwrap();
+        crate::archive::async_push::push(&call, file).await
+    }
+
+    fn ack_for(config: &Path, data: &[u8]) -> Ack {
+        let call = Call::load(config, Instant::now()).unwrap();
+        let sha = super::super::wal::sha256_hex(data);
+        let layout = crate::repo::layout::Layout::new(call.backup.stanza("demo"));
+        Ack {
+            wal: SEG.into(),
+            repository: repository_id(&call.backup, "demo"),
+            key: layout.wal_key(&crate::repo::layout::WalName::parse(SEG).unwrap(), &sha),
+            sha256: sha,
+            size: data.len() as u64,
+        }
+    }
+
+    #[tokio::test]
+    async fn without_a_spool_the_file_is_pushed_here() {
+        let (s, config, _) = setup();
+        push_async(&config, &s.wal(SEG, &segment(1))).await.unwrap();
+        assert_eq!(s.snapshot().len(), 2, "repo.json and the segment");
+    }
+
+    #[tokio::test]
+    async fn a_matching_ack_answers_without_the_repository() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let data = segment(1);
+        spool.write_ack(&ack_for(&config, &data)).unwrap();
+        // The repository is gone: only the acknowledgement can answer.
+        std::fs::remove_dir(s.path("repo")).unwrap();
+        push_async(&config, &s.wal(SEG, &data)).await.unwrap();
+        assert!(!s.path("repo").exists());
+    }
+
+    #[tokio::test]
+    async fn an_ack_for_other_bytes_is_not_trusted() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        // Same size, another SHA-256 (a stale ack from another cluster or timeline).
+        spool.write_ack(&ack_for(&config, &segment(2))).unwrap();
+        push_async(&config, &s.wal(SEG, &segment(1))).await.unwrap();
+        assert_eq!(s.snapshot().len(), 2, "the segment was pushed here");
+        assert!(spool.read_ack(SEG).is_none(), "the stale ack is removed");
+
+        // An ack for another repository is not trusted either.
+        let mut elsewhere = ack_for(&config, &segment(1));
+        elsewhere.repository = "posix:/elsewhere#demo".into();
+        spool.write_ack(&elsewhere).unwrap();
+        std::fs::remove_dir_all(s.path("repo")).unwrap();
+        let err = push_async(&config, &s.wal(SEG, &segment(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), code::REPOSITORY, "{err}");
+    }
+
+    fn duplicate() -> Failure {
+        Failure {
+            code: code::DUPLICATE,
+            message: "already archived with different content".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failure_met_by_the_worker_while_waiting_is_the_answer() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let _worker = spool.lock_worker().unwrap().unwrap();
+        let writer = spool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            writer.write_error(SEG, &duplicate()).unwrap();
+        });
+        let err = push_async(&config, &s.wal(SEG, &segment(1)))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), code::DUPLICATE);
+        assert!(err.to_string().contains("push-ahead worker"), "{err}");
+        assert!(s.snapshot().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_earlier_failure_of_the_worker_does_not_block_a_push_here() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let _worker = spool.lock_worker().unwrap().unwrap();
+        spool.write_error(SEG, &duplicate()).unwrap();
+        push_async(&config, &s.wal(SEG, &segment(1))).await.unwrap();
+        assert_eq!(s.snapshot().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_silent_worker_is_waited_for_briefly_then_the_file_is_pushed_here() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let _worker = spool.lock_worker().unwrap().unwrap();
+        let started = std::time::Instant::now();
+        push_async(&config, &s.wal(SEG, &segment(1))).await.unwrap();
+        // archive_timeout = 10 s: a quarter of it, then a push here.
+        assert!(started.elapsed() >= std::time::Duration::from_millis(2400));
+        assert_eq!(s.snapshot().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_ack_arriving_while_waiting_is_used() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let _worker = spool.lock_worker().unwrap().unwrap();
+        let data = segment(1);
+        let ack = ack_for(&config, &data);
+        let writer = spool.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            writer.write_ack(&ack).unwrap();
+        });
+        std::fs::remove_dir(s.path("repo")).unwrap();
+        push_async(&config, &s.wal(SEG, &data)).await.unwrap();
+    }
 }

@@ -1,7 +1,7 @@
 //! The restore's target directory: the checks before anything is
 //! written, the `--delta` clean-up, the tree of directories and links, the
-//! last steps (backup_label, recovery settings, ownership, sync,
-//! pg_control last), and undoing a failed restore.
+//! last steps (backup_label, recovery settings, the signal file,
+//! ownership, sync, pg_control last), and undoing a failed restore.
 
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
@@ -277,11 +277,13 @@ pub fn make_tree(data_dir: &Path, manifest: &Manifest, run_as: &RunAs) -> Result
 }
 
 /// Recovery files, file metadata and ownership, sync, and pg_control.
+/// `signal`: `recovery.signal` or `standby.signal`.
 pub fn finish(
     data_dir: &Path,
     manifest: &Manifest,
     written: &[usize],
     settings: &[(String, String)],
+    signal: &str,
     run_as: &RunAs,
 ) -> Result<()> {
     let write_private = |name: &str, text: &str| -> Result<()> {
@@ -303,7 +305,7 @@ pub fn finish(
         "postgresql.auto.conf",
         &render_auto_conf(&existing, &manifest.label, settings),
     )?;
-    write_private("recovery.signal", "")?;
+    write_private(signal, "")?;
     for idx in written {
         let file = &manifest.files[*idx];
         let path = dest_path(data_dir, &file.path);

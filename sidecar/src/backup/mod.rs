@@ -11,6 +11,8 @@
 //! | [`restore`] | `pgpilot restore`: choice of backup, the order of steps |
 //! | [`datadir`] | the restore's target directory: checks, `--delta`, tree, last steps, undo |
 //! | [`recovery`] | the recovery settings written into `postgresql.auto.conf` |
+//! | [`lineage`] | archived timelines: which a backup recovers along; the backup for a new replica |
+//! | [`bootstrap`] | `[bootstrap_from]`: a new cluster from a backup (the HA loop restores it) |
 //! | [`extract`] | the restore's data path: download, decompress, verify |
 //! | [`writer`] | the restore's file writers: one thread per file |
 //! | [`info`], [`expire`], [`verify`], [`check`] | the other commands |
@@ -26,12 +28,14 @@
 //! manifest's SHA-256 or refuses, and a refused restore leaves a data
 //! directory that PostgreSQL cannot start.
 
+pub mod bootstrap;
 pub mod catalog;
 pub mod check;
 pub mod datadir;
 pub mod expire;
 pub mod extract;
 pub mod info;
+pub mod lineage;
 pub mod manifest;
 pub mod pipeline;
 pub mod progress;
@@ -45,6 +49,7 @@ pub mod tar;
 pub mod verify;
 pub mod walk;
 pub mod walrange;
+pub mod watch;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -161,6 +166,11 @@ impl Context {
     /// Load the configuration and open the repository; nothing is sent yet.
     pub fn open(config_path: &Path) -> Result<Context> {
         let (config, backup) = BackupSection::load(config_path).map_err(BackupError::Usage)?;
+        Self::with(config, backup, config_path)
+    }
+
+    /// The same from a loaded configuration (the daemon's).
+    pub fn with(config: Config, backup: BackupSection, config_path: &Path) -> Result<Context> {
         let layout = Layout::new(backup.stanza(&config.cluster.scope));
         let storage = crate::repo::open(&backup).map_err(|error| BackupError::Repository {
             location: backup.location(),

@@ -1,20 +1,26 @@
 //! The recovery settings a restore writes: `restore_command` and the
-//! `recovery_target_*` settings, appended to `postgresql.auto.conf`.
+//! `recovery_target_*` settings, appended to `postgresql.auto.conf`; and
+//! their removal once recovery is over.
 
-use super::restore::{RestoreArgs, Target, TargetAction};
+use super::restore::{RestoreRequest, StartAs, Target, TargetAction};
 use super::walrange::format_lsn;
 use super::{BackupError, Context, Result};
 
-/// The lines to put in postgresql.auto.conf.
+/// The lines to put in postgresql.auto.conf. None for a standby: its
+/// postgresql.conf, written by the HA loop, has what it needs, and a
+/// recovery target there would end its replication.
 pub fn recovery_settings(
     context: &Context,
-    args: &RestoreArgs,
-    target: &Target,
+    request: &RestoreRequest,
 ) -> Result<Vec<(String, String)>> {
+    if request.start_as == StartAs::Standby {
+        return Ok(Vec::new());
+    }
+    let target = &request.target;
     let restore_command = format!(
         "{} archive-get --config {} %f \"%p\"",
         shell_word(
-            &std::env::current_exe()
+            &crate::postgres::conf::pgpilot_exe()
                 .map_err(|e| BackupError::Local(format!("cannot find the pgpilot binary: {e}")))?
                 .display()
                 .to_string()
@@ -32,7 +38,7 @@ pub fn recovery_settings(
         Target::Name(name) => settings.push(("recovery_target_name".into(), name.clone())),
     }
     if target_set {
-        if let Some(action) = args.target_action {
+        if let Some(action) = request.target_action {
             let action = match action {
                 TargetAction::Promote => "promote",
                 TargetAction::Pause => "pause",
@@ -40,11 +46,11 @@ pub fn recovery_settings(
             };
             settings.push(("recovery_target_action".into(), action.into()));
         }
-        if args.target_exclusive && !matches!(target, Target::Immediate | Target::Name(_)) {
+        if request.target_exclusive && !matches!(target, Target::Immediate | Target::Name(_)) {
             settings.push(("recovery_target_inclusive".into(), "off".into()));
         }
     }
-    if let Some(tl) = &args.target_timeline {
+    if let Some(tl) = &request.target_timeline {
         settings.push(("recovery_target_timeline".into(), tl.clone()));
     }
     Ok(settings)
@@ -78,23 +84,37 @@ const RECOVERY_SETTINGS: &[&str] = &[
     "recovery_target_timeline",
 ];
 
-/// postgresql.auto.conf with earlier recovery settings commented out and
-/// this restore's appended.
-pub fn render_auto_conf(existing: &str, label: &str, settings: &[(String, String)]) -> String {
+/// Is this postgresql.auto.conf line one of the recovery settings?
+fn is_recovery_setting(line: &str) -> bool {
+    let name = line
+        .split(['=', ' ', '\t'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    RECOVERY_SETTINGS.contains(&name.as_str())
+}
+
+/// `existing` with its recovery settings commented out, each with `why`.
+pub fn comment_out_recovery_settings(existing: &str, why: &str) -> String {
     let mut out = String::new();
     for line in existing.lines() {
-        let name = line
-            .split(['=', ' ', '\t'])
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if RECOVERY_SETTINGS.contains(&name.as_str()) {
-            out.push_str(&format!("# removed by pgpilot restore: {line}\n"));
+        if is_recovery_setting(line) {
+            out.push_str(&format!("# {why}: {line}\n"));
         } else {
             out.push_str(line);
             out.push('\n');
         }
+    }
+    out
+}
+
+/// postgresql.auto.conf with earlier recovery settings commented out and
+/// this restore's appended.
+pub fn render_auto_conf(existing: &str, label: &str, settings: &[(String, String)]) -> String {
+    let mut out = comment_out_recovery_settings(existing, "removed by pgpilot restore");
+    if settings.is_empty() {
+        return out;
     }
     out.push_str(&format!(
         "# Recovery settings written by pgpilot restore of backup {label}\n"
@@ -130,5 +150,12 @@ mod tests {
             text.contains("restore_command = '/bin/pgpilot archive-get --config /c %f \"%p\"'\n")
         );
         assert!(text.contains("recovery_target_name = 'it''s'\n"));
+        // A standby gets none, and earlier ones are still commented out.
+        let standby = render_auto_conf(existing, "L", &[]);
+        assert!(!standby.contains("\nrestore_command"), "{standby}");
+        assert!(standby.contains("work_mem = '8MB'\n"));
+        let after = comment_out_recovery_settings(&text, "recovery is over");
+        assert!(after.contains("# recovery is over: recovery_target_name = 'it''s'\n"));
+        assert!(!after.lines().any(is_recovery_setting), "{after}");
     }
 }

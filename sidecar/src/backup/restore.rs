@@ -16,9 +16,13 @@
 //! 5. Any mismatch: stop, remove what was written (an empty directory
 //!    stays empty), report the damaged files. Exit 4.
 //! 6. All verified: write backup_label, tablespace_map, the recovery
-//!    settings (`postgresql.auto.conf`) and `recovery.signal`, give
+//!    settings (`postgresql.auto.conf`) and `recovery.signal` (for a new
+//!    standby, [`StartAs::Standby`]: `standby.signal` and no settings), give
 //!    everything to PostgreSQL's OS user, sync the file system, and last
 //!    rename pg_control into place. Only now can PostgreSQL start it.
+//!
+//! [`restore`] takes a typed [`RestoreRequest`]: the CLI builds it from its
+//! flags, the HA loop when it creates a replica or a cluster from a backup.
 
 use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -104,46 +108,144 @@ pub enum Target {
     Name(String),
 }
 
-impl RestoreArgs {
-    pub fn target(&self) -> Result<Target> {
-        if let Some(text) = &self.target_time {
+/// How the restored directory is set up to start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAs {
+    /// Archive recovery to the target: `recovery.signal` and the recovery
+    /// settings in `postgresql.auto.conf`.
+    Recovery,
+    /// A standby of a running cluster: `standby.signal` and no recovery
+    /// settings (the member's postgresql.conf carries restore_command and
+    /// primary_conninfo; it replays the archive, then streams).
+    Standby,
+}
+
+/// A restore as the CLI or the HA loop asks for it.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// A backup label, or `latest` (see [`choose`]).
+    pub set: String,
+    pub target: Target,
+    pub target_action: Option<TargetAction>,
+    /// Stop just before the target instead of just after it.
+    pub target_exclusive: bool,
+    /// recovery_target_timeline (`current`, `latest` or a number); `None`: PostgreSQL's default.
+    pub target_timeline: Option<String>,
+    /// Restore over an existing data directory.
+    pub delta: bool,
+    pub data_dir: PathBuf,
+    pub start_as: StartAs,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub label: String,
+    /// Bytes written, and bytes kept by --delta.
+    pub written: u64,
+    pub kept: u64,
+    pub elapsed: std::time::Duration,
+}
+
+/// The recovery target fields as text (command-line flags, or
+/// `[bootstrap_from]` keys); at most one may be set.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TargetText<'a> {
+    pub time: Option<&'a str>,
+    pub lsn: Option<&'a str>,
+    pub xid: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub immediate: bool,
+}
+
+impl Target {
+    /// Parse a target. The error names the field at fault (`time`, `lsn`,
+    /// `xid`, `name`; `` for "more than one") and says what is wrong.
+    pub fn parse(text: &TargetText) -> std::result::Result<Target, (&'static str, String)> {
+        let given = [
+            text.time.is_some(),
+            text.lsn.is_some(),
+            text.xid.is_some(),
+            text.name.is_some(),
+            text.immediate,
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err((
+                "",
+                "set only one recovery target: a time, an LSN, an xid, a restore point name or                  immediate"
+                    .into(),
+            ));
+        }
+        if let Some(text) = text.time {
             let (micros, zoned) = super::parse_time(text).ok_or_else(|| {
-                BackupError::Usage(format!(
-                    "--target-time {text:?} is not a time such as '2026-01-31 12:00:00+00'"
-                ))
+                (
+                    "time",
+                    format!("{text:?} is not a time such as '2026-01-31 12:00:00+00'"),
+                )
             })?;
             if !zoned {
                 tracing::warn!(
-                    "--target-time {text:?} has no time zone: PostgreSQL reads it in its TimeZone \
+                    "target time {text:?} has no time zone: PostgreSQL reads it in its TimeZone \
                      setting; pgpilot chose the backup reading it as UTC"
                 );
             }
             return Ok(Target::Time {
-                text: text.clone(),
+                text: text.to_string(),
                 micros,
             });
         }
-        if let Some(text) = &self.target_lsn {
-            return parse_lsn(text).map(Target::Lsn).ok_or_else(|| {
-                BackupError::Usage(format!(
-                    "--target-lsn {text:?} is not an LSN such as 0/3000028"
-                ))
-            });
+        if let Some(text) = text.lsn {
+            return parse_lsn(text)
+                .map(Target::Lsn)
+                .ok_or_else(|| ("lsn", format!("{text:?} is not an LSN such as 0/3000028")));
         }
-        if let Some(text) = &self.target_xid {
-            return text.trim().parse().map(Target::Xid).map_err(|_| {
-                BackupError::Usage(format!("--target-xid {text:?} is not a transaction id"))
-            });
+        if let Some(text) = text.xid {
+            return text
+                .trim()
+                .parse()
+                .map(Target::Xid)
+                .map_err(|_| ("xid", format!("{text:?} is not a transaction id")));
         }
-        if let Some(name) = &self.target_name {
+        if let Some(name) = text.name {
             if name.is_empty() {
-                return Err(BackupError::Usage("--target-name must not be empty".into()));
+                return Err(("name", "must not be empty".into()));
             }
-            return Ok(Target::Name(name.clone()));
+            return Ok(Target::Name(name.to_string()));
         }
-        Ok(match self.target {
-            Some(TargetKeyword::Immediate) => Target::Immediate,
-            None => Target::End,
+        Ok(if text.immediate {
+            Target::Immediate
+        } else {
+            Target::End
+        })
+    }
+}
+
+impl RestoreArgs {
+    pub fn target(&self) -> Result<Target> {
+        Target::parse(&TargetText {
+            time: self.target_time.as_deref(),
+            lsn: self.target_lsn.as_deref(),
+            xid: self.target_xid.as_deref(),
+            name: self.target_name.as_deref(),
+            immediate: self.target == Some(TargetKeyword::Immediate),
+        })
+        .map_err(|(field, message)| BackupError::Usage(format!("--target-{field} {message}")))
+    }
+
+    /// The request these flags make, for the configuration in `context`.
+    pub fn request(&self, context: &Context) -> Result<RestoreRequest> {
+        Ok(RestoreRequest {
+            set: self.set.clone(),
+            target: self.target()?,
+            target_action: self.target_action,
+            target_exclusive: self.target_exclusive,
+            target_timeline: self.target_timeline.clone(),
+            delta: self.delta,
+            data_dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| context.config.postgresql.data_dir.clone()),
+            start_as: StartAs::Recovery,
         })
     }
 }
@@ -152,7 +254,14 @@ impl RestoreArgs {
 pub fn main(args: RestoreArgs) -> i32 {
     let config = args.config.config.clone();
     super::run("restore", &config, async |context| {
-        restore(&context, &args).await?;
+        let request = args.request(&context)?;
+        let restored = restore(&context, &request).await?;
+        println!(
+            "restored backup {} into {}; start PostgreSQL to recover{}",
+            restored.label,
+            request.data_dir.display(),
+            describe_target(&request.target)
+        );
         Ok(code::OK)
     })
 }
@@ -213,21 +322,18 @@ pub fn choose<'a>(catalog: &'a Catalog, set: &str, target: &Target) -> Result<&'
     })
 }
 
-pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
+pub async fn restore(context: &Context, request: &RestoreRequest) -> Result<Restored> {
     let started = Instant::now();
-    let target = args.target()?;
-    if target == Target::End && args.target_action.is_some() {
+    let target = &request.target;
+    if *target == Target::End && request.target_action.is_some() {
         tracing::warn!("--target-action has no effect without a recovery target");
     }
-    if let Some(tl) = &args.target_timeline {
-        check_timeline(tl)?;
+    if let Some(tl) = &request.target_timeline {
+        check_timeline(tl).map_err(|m| BackupError::Usage(format!("--target-timeline {m}")))?;
     }
     let storage = context.storage();
     let layout = &context.layout;
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| context.config.postgresql.data_dir.clone());
+    let data_dir = request.data_dir.clone();
     if !data_dir.is_absolute() {
         return Err(BackupError::Usage(format!(
             "the data directory {} must be an absolute path",
@@ -239,7 +345,7 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
 
     // 1. The backup.
     let catalog = super::take::load_catalog(context).await?;
-    let entry = choose(&catalog, &args.set, &target)?;
+    let entry = choose(&catalog, &request.set, target)?;
     let manifest = match Manifest::load(storage, layout, &entry.label).await {
         Ok(m) => m,
         Err(LoadError::Corrupt(why)) => {
@@ -274,7 +380,7 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
     let prepared = {
         let manifest = manifest.clone();
         let data_dir = data_dir.clone();
-        let delta = args.delta;
+        let delta = request.delta;
         let parallelism = context.backup.parallelism;
         tokio::task::spawn_blocking(move || {
             datadir::prepare(&data_dir, &manifest, delta, parallelism)
@@ -287,8 +393,7 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
     let manifest = Arc::new(manifest);
     match write_all(
         context,
-        args,
-        &target,
+        request,
         manifest.clone(),
         &parts,
         &prepared,
@@ -307,16 +412,15 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
                 elapsed.as_secs_f64(),
                 progress::rate(written + prepared.kept_bytes, elapsed)
             );
-            println!(
-                "restored backup {} into {}; start PostgreSQL to recover{}",
-                manifest.label,
-                data_dir.display(),
-                describe_target(&target)
-            );
-            Ok(())
+            Ok(Restored {
+                label: manifest.label.clone(),
+                written,
+                kept: prepared.kept_bytes,
+                elapsed,
+            })
         }
         Err(e) => {
-            let state = datadir::undo(&prepared, args.delta);
+            let state = datadir::undo(&prepared, request.delta);
             Err(match e {
                 BackupError::Corrupt(m) => BackupError::Corrupt(format!("{m}. {state}")),
                 BackupError::Local(m) => BackupError::Local(format!("{m}. {state}")),
@@ -333,7 +437,8 @@ pub async fn restore(context: &Context, args: &RestoreArgs) -> Result<()> {
     }
 }
 
-fn describe_target(target: &Target) -> String {
+/// " to <target>", for messages.
+pub fn describe_target(target: &Target) -> String {
     match target {
         Target::End => " to the end of the archived WAL".into(),
         Target::Immediate => " to the end of the backup".into(),
@@ -344,19 +449,20 @@ fn describe_target(target: &Target) -> String {
     }
 }
 
-fn check_timeline(tl: &str) -> Result<()> {
+/// A recovery_target_timeline value: `current`, `latest` or a timeline number.
+pub fn check_timeline(tl: &str) -> std::result::Result<(), String> {
     let ok = tl == "current"
         || tl == "latest"
-        || tl.parse::<u32>().is_ok()
+        || tl.parse::<u32>().is_ok_and(|n| n > 0)
         || tl
             .strip_prefix("0x")
-            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok());
+            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok_and(|n| n > 0));
     if ok {
         Ok(())
     } else {
-        Err(BackupError::Usage(format!(
-            "--target-timeline {tl:?} is not current, latest or a timeline number"
-        )))
+        Err(format!(
+            "{tl:?} is not current, latest or a timeline number"
+        ))
     }
 }
 
@@ -417,8 +523,7 @@ async fn check_parts_stored(
 
 async fn write_all(
     context: &Context,
-    args: &RestoreArgs,
-    target: &Target,
+    request: &RestoreRequest,
     manifest: Arc<Manifest>,
     parts: &HashMap<(String, u32), super::manifest::Part>,
     prepared: &Prepared,
@@ -518,12 +623,16 @@ async fn write_all(
     }
 
     // Recovery files, ownership, sync, and pg_control last.
-    let settings = super::recovery::recovery_settings(context, args, target)?;
+    let settings = super::recovery::recovery_settings(context, request)?;
+    let signal = match request.start_as {
+        StartAs::Recovery => "recovery.signal",
+        StartAs::Standby => "standby.signal",
+    };
     let manifest2 = manifest.clone();
     let run_as = run_as.clone();
     let to_write = prepared.to_write.clone();
     tokio::task::spawn_blocking(move || {
-        datadir::finish(&data_dir, &manifest2, &to_write, &settings, &run_as)
+        datadir::finish(&data_dir, &manifest2, &to_write, &settings, signal, &run_as)
     })
     .await
     .map_err(|e| BackupError::Internal(e.to_string()))??;

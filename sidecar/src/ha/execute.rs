@@ -34,28 +34,22 @@ impl<D: Dcs> Ha<D> {
                 pg.data_dir().display(),
                 self.shared.config.cluster.scope
             ))),
-            Action::Bootstrap => self.bootstrap(dynamic).await,
+            Action::Bootstrap => self.bootstrap(view, dynamic).await,
             Action::CloneFrom { member } => {
                 let Some(source) = Self::upstream_of(view, Some(member)) else {
                     return Ok(false);
                 };
                 self.set_pg_state(PgState::CreatingReplica, Role::Uninitialized);
                 self.publish(None).await;
-                tracing::info!(from = %member, host = %source.host, port = source.port, "cloning with pg_basebackup");
-                let started = Instant::now();
-                match pg.basebackup(&source).await {
+                match self.create_replica(view, member, &source).await {
                     Ok(()) => {
-                        tracing::info!(
-                            seconds = started.elapsed().as_secs_f64(),
-                            "replica created"
-                        );
                         self.system_id = None;
                         self.set_pg_state(PgState::Stopped, Role::Replica);
                         Ok(true)
                     }
                     Err(e) => {
                         self.set_pg_state(PgState::Stopped, Role::Uninitialized);
-                        Err(e.into())
+                        Err(e)
                     }
                 }
             }
@@ -127,6 +121,12 @@ impl<D: Dcs> Ha<D> {
                 }
                 tracing::info!("promoting PostgreSQL");
                 pg.promote().await?;
+                let counter = if view.failover.is_some() {
+                    &self.shared.counters.switchovers
+                } else {
+                    &self.shared.counters.failovers
+                };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.following = None;
                 self.set_pg_state(PgState::Running, Role::Primary);
                 // Publish the new role and timeline at once (rejoining
@@ -222,7 +222,11 @@ impl<D: Dcs> Ha<D> {
 
     /// Race for `initialize`, then create the cluster. On failure everything
     /// is undone so another member can try.
-    pub(super) async fn bootstrap(&mut self, dynamic: &DynamicConfig) -> Result<bool, HaError> {
+    pub(super) async fn bootstrap(
+        &mut self,
+        view: &ClusterView,
+        dynamic: &DynamicConfig,
+    ) -> Result<bool, HaError> {
         if !self.dcs.race_initialize().await? {
             tracing::info!("another member is bootstrapping the cluster");
             return Ok(false);
@@ -232,10 +236,19 @@ impl<D: Dcs> Ha<D> {
             return Ok(false);
         }
         self.note_leader_key();
-        tracing::info!("won the bootstrap race: running initdb");
+        let from_backup = self.shared.config.bootstrap_from_backup().cloned();
+        if from_backup.is_some() {
+            tracing::info!("won the bootstrap race: creating the cluster from a backup");
+        } else {
+            tracing::info!("won the bootstrap race: running initdb");
+        }
         self.set_pg_state(PgState::Initializing, Role::Uninitialized);
         self.publish(None).await;
-        match self.create_cluster(dynamic).await {
+        let created = match &from_backup {
+            Some(from) => self.create_cluster_from_backup(view, dynamic, from).await,
+            None => self.create_cluster(dynamic).await,
+        };
+        match created {
             Ok(system_id) => {
                 tracing::info!(%system_id, "cluster bootstrapped");
                 Ok(true)
@@ -245,6 +258,7 @@ impl<D: Dcs> Ha<D> {
                 let pg = &self.shared.postgres;
                 let _ = pg.stop(StopMode::Immediate).await;
                 let _ = pg.wipe_data_dir();
+                pg.end_creation();
                 let _ = self.dcs.release_leader().await;
                 let _ = self.dcs.cancel_initialize().await;
                 self.set_pg_state(PgState::InitdbFailed, Role::Uninitialized);

@@ -4,6 +4,7 @@
 //! renewal plus the TTL, an instant the store cannot have passed yet
 //! (invariant 1 builds its fencing on that).
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -37,10 +38,12 @@ pub async fn keep_lease<D: Dcs>(
             }
             Ok(Err(e)) => {
                 failures += 1;
+                shared.counters.lease_renewal_failures.fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, failures, "lease renewal failed");
             }
             Err(_) => {
                 failures += 1;
+                shared.counters.lease_renewal_failures.fetch_add(1, Relaxed);
                 tracing::warn!(
                     failures,
                     "lease renewal timed out after {:?}",

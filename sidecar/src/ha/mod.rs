@@ -3,6 +3,7 @@
 //! this member's status. The lease is renewed by its own task ([`lease`]).
 
 mod commands;
+mod create;
 pub mod decide;
 mod execute;
 pub mod fence;
@@ -102,6 +103,7 @@ impl<D: Dcs> Ha<D> {
                 tracing::warn!(error = %e, "HA cycle failed");
             }
             self.shared.update(|s| s.last_cycle = Instant::now());
+            self.shared.exporter.observe_ha_cycle(started.elapsed());
             let loop_wait = self.shared.dynamic().loop_wait();
             let nap = loop_wait.saturating_sub(started.elapsed());
             if *shutdown.borrow() {

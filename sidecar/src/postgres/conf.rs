@@ -72,7 +72,7 @@ impl WalCommands {
     pub fn for_config(config: &Config) -> Option<WalCommands> {
         config.backup.as_ref()?;
         let source = config.source.as_ref()?;
-        let exe = std::env::current_exe().ok()?;
+        let exe = pgpilot_exe().ok()?;
         let base = format!(
             "{} {{verb}} --config {}",
             shell_word(&exe.display().to_string()),
@@ -83,6 +83,19 @@ impl WalCommands {
             restore: format!("{} %f %p", base.replace("{verb}", "archive-get")),
         })
     }
+}
+
+/// The pgpilot binary's path, for commands PostgreSQL runs later. When
+/// the file was replaced while this process runs (an upgrade, a rebuild),
+/// Linux reports the old inode as `<path> (deleted)`: the path itself,
+/// where the new binary now is, is what PostgreSQL must call.
+pub fn pgpilot_exe() -> std::io::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let replaced = exe
+        .to_str()
+        .and_then(|s| s.strip_suffix(" (deleted)"))
+        .map(std::path::PathBuf::from);
+    Ok(replaced.unwrap_or(exe))
 }
 
 /// Quote for the shell PostgreSQL runs these commands with.

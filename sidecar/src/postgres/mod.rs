@@ -167,7 +167,8 @@ impl Postgres {
         )))
     }
 
-    fn begin_creation(&self) -> Result<(), PgError> {
+    /// Mark the data directory as being filled (see [`Self::check_data_dir`]).
+    pub fn begin_creation(&self) -> Result<(), PgError> {
         std::fs::write(self.creation_marker(), b"").map_err(|e| {
             PgError::Setup(format!(
                 "cannot write {}: {e}",
@@ -176,11 +177,12 @@ impl Postgres {
         })
     }
 
-    fn end_creation(&self) {
+    pub fn end_creation(&self) {
         let _ = std::fs::remove_file(self.creation_marker());
     }
 
-    fn prepare_dirs(&self) -> Result<(), PgError> {
+    /// Create the data directory (empty, mode 0700) and the socket directory.
+    pub fn prepare_dirs(&self) -> Result<(), PgError> {
         let pg = &self.config.postgresql;
         self.run_as.create_dir(&pg.data_dir, 0o700)?;
         if !pg.socket_dir.exists() {
@@ -340,6 +342,24 @@ impl Postgres {
         Ok(())
     }
 
+    /// Comment out the recovery settings a restore appended to
+    /// postgresql.auto.conf, once recovery is over: a former primary that
+    /// later starts as a standby, or a clone of it, must not stop at that
+    /// target again.
+    pub fn clear_recovery_settings(&self) -> Result<(), PgError> {
+        let path = self.data_dir().join("postgresql.auto.conf");
+        let existing = std::fs::read_to_string(&path)
+            .map_err(|e| PgError::Setup(format!("cannot read {}: {e}", path.display())))?;
+        let cleared = crate::backup::recovery::comment_out_recovery_settings(
+            &existing,
+            "recovery from a backup is over (pgpilot)",
+        );
+        if cleared != existing {
+            self.run_as.write_private(&path, &cleared)?;
+        }
+        Ok(())
+    }
+
     /// Start the postmaster (configuration already written) and wait until it
     /// accepts connections, or fail with the end of its log.
     pub async fn start(&self) -> Result<(), PgError> {
@@ -410,7 +430,8 @@ impl Postgres {
         }
     }
 
-    fn log_tail(&self) -> String {
+    /// The last lines of the postmaster's log, for error messages.
+    pub fn log_tail(&self) -> String {
         std::fs::read_to_string(self.config.postgres_log_file())
             .map(|t| process::last_lines(&t, 5))
             .unwrap_or_default()

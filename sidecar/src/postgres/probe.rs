@@ -25,6 +25,8 @@ pub struct Observation {
     pub system_id: String,
     pub replication: Vec<ReplicationInfo>,
     pub replay_paused: bool,
+    /// Replica: commit time of the last transaction replayed (epoch seconds).
+    pub last_replay_epoch: Option<f64>,
 }
 
 /// One row of pg_stat_replication, with Patroni's field names.
@@ -58,7 +60,8 @@ SELECT pg_is_in_recovery(),
        current_setting('server_version_num')::int,
        EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
        (SELECT system_identifier::text FROM pg_control_system()),
-       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END";
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+       extract(epoch FROM pg_last_xact_replay_timestamp())::float8";
 
 const REPLICATION_SQL: &str = "
 SELECT usename::text, application_name, client_addr::text, state, sync_state, sync_priority,
@@ -115,6 +118,7 @@ pub async fn observe(client: &Client) -> Result<Observation, PgError> {
         system_id: row.get(9),
         replication: Vec::new(),
         replay_paused: row.get(10),
+        last_replay_epoch: row.get(11),
     };
     if !obs.in_recovery {
         obs.replication = client

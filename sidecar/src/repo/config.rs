@@ -30,6 +30,18 @@ pub struct BackupSection {
     /// Uncompressed MiB per data part of a base backup.
     #[serde(default = "default_part_mib")]
     pub part_mib: u64,
+    /// Async WAL archiving: the running sidecar pushes ready segments ahead
+    /// (`parallelism` at once) and archive-push returns at once for them;
+    /// archive-get prefetches the next segments.
+    #[serde(default)]
+    pub archive_async: bool,
+    /// Directory for async archiving's acknowledgements and prefetched WAL;
+    /// default `<data_dir>.pgpilot-spool` beside the data directory.
+    #[serde(default)]
+    pub spool_path: Option<PathBuf>,
+    /// Async archive-get: segments to prefetch ahead of recovery (0 = none).
+    #[serde(default = "default_archive_get_queue")]
+    pub archive_get_queue: usize,
     /// `pgpilot expire`: keep this many full backups (and their incrementals).
     #[serde(default)]
     pub retention_full: Option<u32>,
@@ -132,6 +144,9 @@ fn default_archive_timeout() -> u64 {
 fn default_part_mib() -> u64 {
     16
 }
+fn default_archive_get_queue() -> usize {
+    8
+}
 fn default_region() -> String {
     "us-east-1".into()
 }
@@ -207,6 +222,55 @@ impl BackupSection {
         Duration::from_secs(self.archive_timeout)
     }
 
+    /// The spool directory of async archiving: `spool_path`, else
+    /// `<data_dir>.pgpilot-spool` beside the data directory (never inside
+    /// it: pg_basebackup and base backups copy unknown files there).
+    pub fn spool_dir(&self, data_dir: &std::path::Path) -> Result<PathBuf, Invalid> {
+        if let Some(path) = &self.spool_path {
+            return Ok(path.clone());
+        }
+        match (data_dir.parent(), data_dir.file_name()) {
+            (Some(parent), Some(name)) => {
+                let mut name = name.to_os_string();
+                name.push(".pgpilot-spool");
+                Ok(parent.join(name))
+            }
+            _ => Err(Invalid::new(
+                "backup.spool_path",
+                format!(
+                    "no default beside the data directory {}: set it",
+                    data_dir.display()
+                ),
+            )),
+        }
+    }
+
+    /// The spool must be absolute and outside the data directory.
+    pub fn validate_spool(&self, data_dir: &std::path::Path) -> Result<(), Invalid> {
+        if let Some(path) = &self.spool_path {
+            if !path.is_absolute() {
+                return Err(Invalid::new(
+                    "backup.spool_path",
+                    "must be an absolute path",
+                ));
+            }
+            if path.starts_with(data_dir) {
+                return Err(Invalid::new(
+                    "backup.spool_path",
+                    format!(
+                        "must be outside postgresql.data_dir ({}): base backups copy the files \
+                         they find there",
+                        data_dir.display()
+                    ),
+                ));
+            }
+        }
+        if self.archive_async {
+            self.spool_dir(data_dir)?;
+        }
+        Ok(())
+    }
+
     /// Checks serde cannot express; the error names the key.
     pub fn validate(&self) -> Result<(), Invalid> {
         if let Some(stanza) = &self.stanza {
@@ -234,6 +298,12 @@ impl BackupSection {
             return Err(Invalid::new(
                 "backup.part_mib",
                 "must be between 1 and 1024",
+            ));
+        }
+        if self.archive_get_queue > 1024 {
+            return Err(Invalid::new(
+                "backup.archive_get_queue",
+                "must be between 0 and 1024 segments",
             ));
         }
         if self.retention_full == Some(0) {

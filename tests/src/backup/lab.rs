@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use super::moto::MotoServer;
-use super::standalone::{give_to_postgres, Standalone};
+use super::standalone::Standalone;
 use super::{run_pgpilot, Outcome};
 use crate::wait_until;
 
@@ -101,33 +101,13 @@ impl Lab {
         let (moto, repo_dir, mut backup_section) = match kind {
             RepoKind::Posix => {
                 let repo = root.join("repo");
-                std::fs::create_dir(&repo)?;
-                give_to_postgres(&repo)?;
-                let section = format!(
-                    "[backup]\nrepository = \"posix\"\n{extra_backup}\n[backup.posix]\npath = \"{}\"\n",
-                    repo.display()
-                );
+                let section = super::posix_section(&repo, extra_backup)?;
                 (None, Some(repo), section)
             }
             RepoKind::S3 => {
                 let moto = MotoServer::start(&root)?;
                 moto.create_bucket(BUCKET).await?;
-                let section = format!(
-                    r#"[backup]
-repository = "s3"
-{extra_backup}
-[backup.s3]
-endpoint = "{endpoint}"
-uri_style = "path"
-region = "us-east-1"
-bucket = "{BUCKET}"
-prefix = "lab"
-access_key = "testing"
-secret_key = "testing"
-part_size_mib = 5
-"#,
-                    endpoint = moto.endpoint()
-                );
+                let section = super::s3_section(&moto, BUCKET, "lab", extra_backup);
                 (Some(moto), None, section)
             }
         };

@@ -9,7 +9,9 @@
 //!   sidecar) in a temporary directory, stopped by pid when dropped;
 //! - [`fake_segment`]: a WAL segment with a valid first page header, for
 //!   tests that do not need a server;
-//! - [`run_pgpilot`]: run the `pgpilot` binary and capture what it did.
+//! - [`run_pgpilot`]: run the `pgpilot` binary and capture what it did;
+//! - [`posix_section`], [`s3_section`]: `[backup]` sections for member files
+//!   (the lab's, and clusters' in `tests/backup_cluster.rs`).
 
 pub mod lab;
 pub mod moto;
@@ -18,6 +20,39 @@ pub mod standalone;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+/// A `[backup]` section for a posix repository in `repo` (created here
+/// and given to PostgreSQL's user, who runs archive_command), with more
+/// `[backup]` keys in `extra` (`"part_mib = 4"`).
+pub fn posix_section(repo: &Path, extra: &str) -> anyhow::Result<String> {
+    std::fs::create_dir_all(repo)?;
+    standalone::give_to_postgres(repo)?;
+    Ok(format!(
+        "[backup]\nrepository = \"posix\"\n{extra}\n[backup.posix]\npath = \"{}\"\n",
+        repo.display()
+    ))
+}
+
+/// A `[backup]` section for `bucket` (which must exist) on moto's S3
+/// server, objects under `prefix`, with more `[backup]` keys in `extra`.
+pub fn s3_section(moto: &moto::MotoServer, bucket: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        r#"[backup]
+repository = "s3"
+{extra}
+[backup.s3]
+endpoint = "{endpoint}"
+uri_style = "path"
+region = "us-east-1"
+bucket = "{bucket}"
+prefix = "{prefix}"
+access_key = "testing"
+secret_key = "testing"
+part_size_mib = 5
+"#,
+        endpoint = moto.endpoint()
+    )
+}
 
 /// What a `pgpilot` run did.
 #[derive(Debug)]

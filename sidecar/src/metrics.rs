@@ -1,0 +1,282 @@
+//! `GET /metrics`: this member's PostgreSQL, HA and backup metrics in one
+//! scrape. `pgpilot-exporters` collects PostgreSQL and writes the text; this
+//! module configures it (`[metrics]`) and fills its HA and backup inputs from
+//! the sidecar's own state, so a scrape never waits on etcd or on the
+//! backup repository.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgpilot_exporters::{
+    BackupInput, BackupKind, BackupRecord, Exporter, ExporterOptions, HaInput, HaRole,
+    PostgresOptions, PostgresState, ReplicationState,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::backup::manifest::BackupType;
+use crate::backup::watch::RepoState;
+use crate::cluster::{PgState, Role};
+use crate::config::{Config, Invalid};
+use crate::state::Shared;
+use crate::status::NodeStatus;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Serve `GET /metrics` on the REST API's port.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Also serve `/metrics` (and nothing else) on this address, e.g.
+    /// `"0.0.0.0:9187"`, postgres_exporter's port.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// Role of the monitoring connection (the `pg_monitor` role is enough);
+    /// default: `postgresql.authentication.superuser`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password of `username`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Database of the main monitoring session.
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// Table statistics of every database (one session each), not only `database`'s.
+    #[serde(default = "default_true")]
+    pub all_databases: bool,
+    /// Databases visited for table statistics, lowest oid first.
+    #[serde(default = "default_max_databases")]
+    pub max_databases: usize,
+    /// Tables per database with statistics, largest first.
+    #[serde(default = "default_max_tables")]
+    pub max_tables_per_database: usize,
+    /// PostgreSQL series per scrape; what is over is dropped and counted.
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// Milliseconds one monitoring statement may run.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: u64,
+    /// Milliseconds a whole scrape's queries may take (keep it under the
+    /// scrape timeout of Prometheus, 10 s by default).
+    #[serde(default = "default_scrape_timeout_ms")]
+    pub scrape_timeout_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_database() -> String {
+    "postgres".into()
+}
+fn default_max_databases() -> usize {
+    64
+}
+fn default_max_tables() -> usize {
+    1000
+}
+fn default_max_series() -> usize {
+    100_000
+}
+fn default_statement_timeout_ms() -> u64 {
+    5_000
+}
+fn default_scrape_timeout_ms() -> u64 {
+    8_000
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            enabled: true,
+            listen: None,
+            username: None,
+            password: None,
+            database: default_database(),
+            all_databases: true,
+            max_databases: default_max_databases(),
+            max_tables_per_database: default_max_tables(),
+            max_series: default_max_series(),
+            statement_timeout_ms: default_statement_timeout_ms(),
+            scrape_timeout_ms: default_scrape_timeout_ms(),
+        }
+    }
+}
+
+impl MetricsSection {
+    pub fn validate(&self) -> Result<(), Invalid> {
+        if self.username.is_some() != self.password.is_some() {
+            return Err(Invalid::new(
+                "metrics.username",
+                "set metrics.username and metrics.password together (or neither, to monitor as the superuser)",
+            ));
+        }
+        if self.statement_timeout_ms == 0 || self.scrape_timeout_ms < self.statement_timeout_ms {
+            return Err(Invalid::new(
+                "metrics.scrape_timeout_ms",
+                format!(
+                    "must be at least metrics.statement_timeout_ms ({}), and both above 0",
+                    self.statement_timeout_ms
+                ),
+            ));
+        }
+        if self.max_databases == 0 || self.max_series == 0 {
+            return Err(Invalid::new(
+                "metrics.max_series",
+                "metrics.max_databases and metrics.max_series must be above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The exporter for this member: PostgreSQL over the local socket, as the
+/// monitoring role. No I/O until the first scrape.
+pub fn exporter(config: &Config) -> Exporter {
+    let section = &config.metrics;
+    let mut connection = crate::postgres::probe::local_conninfo(config, &section.database);
+    if let (Some(user), Some(password)) = (&section.username, &section.password) {
+        connection.user(user).password(password);
+    }
+    connection.application_name("pgpilot-metrics");
+    let mut postgres = PostgresOptions::new(connection);
+    postgres.all_databases = section.all_databases;
+    postgres.max_databases = section.max_databases;
+    postgres.max_tables_per_database = section.max_tables_per_database;
+    postgres.max_series = section.max_series;
+    postgres.statement_timeout = Duration::from_millis(section.statement_timeout_ms);
+    postgres.scrape_timeout = Duration::from_millis(section.scrape_timeout_ms);
+    Exporter::new(ExporterOptions {
+        postgres: Some(postgres),
+    })
+}
+
+/// The HA input from the member status served at `/patroni` at the same
+/// moment, and the HA loop's counters.
+pub fn ha_input(shared: &Shared, status: &NodeStatus) -> HaInput {
+    let snap = shared.snapshot();
+    let config = &shared.config;
+    let me = config.cluster.name.as_str();
+    let running = status.state == PgState::Running;
+    let xlog = status.xlog.as_ref();
+    let now = tokio::time::Instant::now();
+    let holds_key = snap
+        .view
+        .leader
+        .as_ref()
+        .is_some_and(|k| k.name == me && k.lease == snap.my_lease && k.lease != 0);
+    let tags = &config.tags;
+    HaInput {
+        scope: config.cluster.scope.clone(),
+        name: me.to_string(),
+        postgres_state: postgres_state(status.state),
+        postmaster_start_time: status
+            .postmaster_start_time
+            .as_deref()
+            .and_then(|t| humantime::parse_rfc3339(t).ok()),
+        role: match status.role {
+            Role::Primary if running => HaRole::Primary,
+            Role::Replica if running => HaRole::Replica,
+            _ => HaRole::Unknown,
+        },
+        sync_standby: snap
+            .view
+            .sync
+            .as_ref()
+            .is_some_and(|s| s.standbys().iter().any(|n| n == me)),
+        wal_flush_lsn: xlog.and_then(|x| x.location),
+        wal_received_lsn: xlog.and_then(|x| x.received_location),
+        wal_replayed_lsn: xlog.and_then(|x| x.replayed_location),
+        last_replay_time: snap
+            .observation
+            .as_ref()
+            .and_then(|o| o.last_replay_epoch)
+            .map(|s| UNIX_EPOCH + Duration::from_secs_f64(s.max(0.0))),
+        replay_paused: xlog.and_then(|x| x.paused).unwrap_or(false),
+        replication_state: match status.replication_state.as_deref() {
+            Some("streaming") => Some(ReplicationState::Streaming),
+            Some(_) => Some(ReplicationState::InArchiveRecovery),
+            None => None,
+        },
+        server_version: status.server_version.unwrap_or(0).max(0) as u32,
+        cluster_unlocked: status.cluster_unlocked,
+        timeline: status.timeline.unwrap_or(0),
+        dcs_last_seen: snap.dcs_last_seen,
+        pending_restart: status.pending_restart,
+        paused: status.pause,
+        failover_priority: if tags.nofailover {
+            0
+        } else {
+            i64::from(tags.failover_priority)
+        },
+        leader_key_held: holds_key,
+        leader_lease_remaining: shared
+            .lease
+            .deadline()
+            .filter(|_| holds_key)
+            .map(|d| d.saturating_duration_since(now)),
+        failovers: shared.counters.failovers.load(Relaxed),
+        switchovers: shared.counters.switchovers.load(Relaxed),
+        lease_renewal_failures: shared.counters.lease_renewal_failures.load(Relaxed),
+    }
+}
+
+fn postgres_state(state: PgState) -> PostgresState {
+    match state {
+        PgState::Running => PostgresState::Running,
+        PgState::Starting => PostgresState::Starting,
+        PgState::Stopping => PostgresState::Stopping,
+        PgState::Stopped => PostgresState::Stopped,
+        PgState::Crashed => PostgresState::Crashed,
+        PgState::StartFailed => PostgresState::StartFailed,
+        PgState::Initializing => PostgresState::Initdb,
+        PgState::InitdbFailed => PostgresState::InitdbFailed,
+        PgState::CreatingReplica => PostgresState::CreatingReplica,
+        PgState::Restarting => PostgresState::Restarting,
+        PgState::Unknown => PostgresState::Unknown,
+    }
+}
+
+/// The backup input from the repository watcher's last summary; `None`
+/// before its first answer (no series rather than made-up ones).
+pub fn backup_input(stanza: &str, repo: &RepoState) -> Option<BackupInput> {
+    if repo.report.is_none() && repo.error.is_none() {
+        return None;
+    }
+    let mut input = BackupInput::new(stanza);
+    input.repo_ok = repo.error.is_none();
+    if let Some(report) = &repo.report {
+        input.pg_version = report.pg_version.clone().unwrap_or_default();
+        input.wal_min_max = report.wal_min_max.clone();
+        input.backups = report
+            .catalog
+            .backups
+            .iter()
+            .map(|b| BackupRecord {
+                label: b.label.clone(),
+                kind: match b.backup_type {
+                    BackupType::Full => BackupKind::Full,
+                    BackupType::Incr => BackupKind::Incr,
+                },
+                block_incr: false,
+                prior: b.prior.clone(),
+                start_time: epoch_micros(b.start_time_us),
+                stop_time: epoch_micros(b.stop_time_us),
+                size: b.size,
+                delta: b.delta,
+                repo_size: b.repo_size,
+                repo_delta: b.repo_delta,
+                error: b.error,
+                start_lsn: b.start_lsn.clone(),
+                stop_lsn: b.stop_lsn.clone(),
+                start_wal: b.start_wal.clone(),
+                stop_wal: b.stop_wal.clone(),
+                version: crate::VERSION.to_string(),
+            })
+            .collect();
+    }
+    Some(input)
+}
+
+fn epoch_micros(us: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
+}
