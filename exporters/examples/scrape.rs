@@ -50,6 +50,28 @@ async fn main() {
         took[(count * 99 / 100).min(count - 1)],
         took[count - 1],
     );
+    // Where a round's time goes (the last scrape).
+    let last = exporter.render(None, None).await;
+    let mut durations: Vec<(f64, &str)> = last
+        .lines()
+        .filter_map(|l| l.strip_prefix("pg_scrape_collector_duration_seconds{collector=\""))
+        .filter_map(|l| l.split_once("\"} "))
+        .filter_map(|(name, v)| Some((v.parse().ok()?, name)))
+        .collect();
+    durations.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let round = last
+        .lines()
+        .find_map(|l| l.strip_prefix("pg_exporter_last_scrape_duration_seconds "))
+        .unwrap_or("?");
+    let slowest: Vec<String> = durations
+        .iter()
+        .take(4)
+        .map(|(v, n)| format!("{n} {:.1} ms", v * 1000.0))
+        .collect();
+    println!(
+        "last round {round} s; slowest collectors: {}",
+        slowest.join(", ")
+    );
     if first.contains("pg_up 0") {
         eprintln!("pg_up is 0: check the connection string");
     }

@@ -75,49 +75,35 @@ impl Exporter {
     /// The text exposition of one scrape (serve it with
     /// [`crate::CONTENT_TYPE`] and status 200, whatever it says): the
     /// PostgreSQL families (encoded once per round), then the others by
-    /// name.
+    /// name. Each family name appears once, and no family holds two series
+    /// with the same labels.
     pub async fn render(&self, ha: Option<&HaInput>, backup: Option<&BackupInput>) -> String {
-        let Some(pg) = &self.inner.postgres else {
-            return crate::text::encode(&self.gather(ha, backup).await);
+        let round = match &self.inner.postgres {
+            Some(pg) => Some(pg.collect().await),
+            None => None,
         };
-        let round = pg.collect().await;
-        let taken: HashSet<&str> = round.families.iter().map(|f| f.name()).collect();
         let rest: Vec<MetricFamily> = merge(
             self.local_families(ha, backup),
             self.inner.registry.gather(),
         )
         .into_iter()
         .filter(|f| {
-            let free = !taken.contains(f.name());
-            if !free {
+            let taken = round.as_ref().is_some_and(|r| r.names.contains(f.name()));
+            if taken {
                 tracing::warn!(
                     family = f.name(),
                     "metric family already served by pgpilot: dropped"
                 );
             }
-            free
+            !taken
         })
         .collect();
         let rest = crate::text::encode(&rest);
-        let mut out = String::with_capacity(round.text.len() + rest.len());
-        out.push_str(&round.text);
+        let pg = round.as_ref().map_or("", |r| r.text.as_str());
+        let mut out = String::with_capacity(pg.len() + rest.len());
+        out.push_str(pg);
         out.push_str(&rest);
         out
-    }
-
-    /// The families of one scrape, sorted by name, each name once, no
-    /// repeated label set within a family.
-    pub async fn gather(
-        &self,
-        ha: Option<&HaInput>,
-        backup: Option<&BackupInput>,
-    ) -> Vec<MetricFamily> {
-        let mut builtin: Vec<MetricFamily> = Vec::new();
-        if let Some(pg) = &self.inner.postgres {
-            builtin.extend(pg.collect().await.families.iter().cloned());
-        }
-        builtin.extend(self.local_families(ha, backup));
-        merge(builtin, self.inner.registry.gather())
     }
 
     /// HA, backup and process families.

@@ -2,8 +2,13 @@
 //! never two series with the same label values.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use prometheus::proto::{self, MetricFamily, MetricType};
+
+/// A series' label values. Shared: the 29 table families hold one copy
+/// per table, not 29.
+pub type Labels = Arc<[String]>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -21,8 +26,8 @@ pub struct Family {
     help: String,
     kind: Kind,
     label_names: Vec<&'static str>,
-    samples: Vec<(Vec<String>, f64)>,
-    seen: HashSet<Vec<String>>,
+    samples: Vec<(Labels, f64)>,
+    seen: HashSet<Labels>,
 }
 
 impl Family {
@@ -71,16 +76,21 @@ impl Family {
     /// Add a series; false (and nothing added) when a series with these
     /// label values is already there.
     pub fn add(&mut self, label_values: Vec<String>, value: f64) -> bool {
+        self.add_shared(label_values.into(), value)
+    }
+
+    /// `add` with label values other families share.
+    pub fn add_shared(&mut self, labels: Labels, value: f64) -> bool {
         assert_eq!(
-            label_values.len(),
+            labels.len(),
             self.label_names.len(),
             "{}: label values do not match the label names",
             self.name
         );
-        if !self.seen.insert(label_values.clone()) {
+        if !self.seen.insert(labels.clone()) {
             return false;
         }
-        self.samples.push((label_values, value));
+        self.samples.push((labels, value));
         true
     }
 
@@ -111,7 +121,7 @@ impl Family {
             .into_iter()
             .map(|(values, value)| {
                 let mut metric = proto::Metric::default();
-                metric.set_label(label_pairs(&names, values));
+                metric.set_label(label_pairs(&names, values.to_vec()));
                 match self.kind {
                     Kind::Counter => {
                         let mut c = proto::Counter::default();
@@ -132,6 +142,31 @@ impl Family {
             .collect();
         family.set_metric(metrics);
         family
+    }
+}
+
+impl Family {
+    /// Write the family in the text format (see [`crate::text`]) without
+    /// building the `prometheus` model first: the big PostgreSQL families
+    /// go straight to text.
+    pub fn encode_into(&self, out: &mut String) {
+        if self.samples.is_empty() {
+            return;
+        }
+        let kind = match self.kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Untyped => "untyped",
+        };
+        crate::text::header(out, &self.name, &self.help, kind);
+        for (values, value) in &self.samples {
+            let pairs = self
+                .label_names
+                .iter()
+                .copied()
+                .zip(values.iter().map(String::as_str));
+            crate::text::sample(out, &self.name, pairs, *value);
+        }
     }
 }
 
@@ -236,6 +271,23 @@ mod tests {
         assert_eq!(f.len(), 2);
         let proto = f.into_proto();
         assert_eq!(proto.get_metric()[0].get_gauge().get_value(), 1.0);
+    }
+
+    #[test]
+    fn direct_encoding_matches_the_model_encoding() {
+        let build = || {
+            let mut f =
+                Family::with_labels("pg_x_count", "help \\ text", Kind::Untyped, &["a", "b"]);
+            f.push(&["q\"uote", "back\\slash\nline"], 1.5);
+            let shared: Labels = vec!["s".to_string(), "t".to_string()].into();
+            f.add_shared(shared.clone(), f64::NAN);
+            assert!(!f.add_shared(shared, 2.0));
+            f
+        };
+        let mut direct = String::new();
+        build().encode_into(&mut direct);
+        assert_eq!(direct, crate::text::encode(&[build().into_proto()]));
+        assert!(direct.contains("pg_x_count{a=\"s\",b=\"t\"} NaN\n"));
     }
 
     #[test]

@@ -41,7 +41,8 @@
 //!   `pg_stat_user_tables_seq_scan`, `pg_statio_user_tables_*`,
 //!   `pg_stat_archiver_archived_count`, `pg_stat_database_stats_reset`,
 //!   `patroni_xlog_*location`, ...) and gauges ending in `_count`
-//!   (`pg_locks_count`, `pg_stat_activity_count`) are typed **untyped**.
+//!   (`pg_locks_count`, `pg_stat_activity_count`, and settings such as
+//!   `pg_settings_tcp_keepalives_count`) are typed **untyped**.
 //!   promtool's lint exempts untyped families; OpenTelemetry-based pipelines
 //!   (grafana-agent's otelcol path) append `_total` only to counters, so the
 //!   series keeps one name whatever sits in front of Prometheus; `rate()`
@@ -51,7 +52,15 @@
 //!   follow the naming guide (base units, `_total` on counters).
 //!
 //! No family ever holds two series with the same label values (the first
-//! wins): postgres_exporter answers HTTP 500 on duplicates, we never do.
+//! wins), and no family name appears twice: postgres_exporter answers HTTP
+//! 500 on duplicates, we never do. Output order: the PostgreSQL families
+//! (sorted by name), then the others (sorted by name).
+//!
+//! The text is written by this crate (the `prometheus` crate's
+//! `TextEncoder` panics on untyped families and spells infinity `inf`). The
+//! PostgreSQL families of a round are encoded once and shared by the
+//! scrapes waiting on that round; nothing of a round is kept after its
+//! scrapes are answered (unless [`PostgresOptions::cache_max_age`] is set).
 //!
 //! # PostgreSQL
 //!
@@ -67,9 +76,14 @@
 //!
 //! `pg_up` is 1 only when this scrape's first query worked on the
 //! connection: a refused login, a terminated session or a server that does
-//! not answer all give 0. A failing query removes only its collector's
-//! families and sets `pg_scrape_collector_success{collector="..."} 0` and
-//! `pg_exporter_last_scrape_error 1`.
+//! not answer all give 0. A session found dead at a scrape (PostgreSQL
+//! restarted meanwhile) is replaced within that scrape. A failing query
+//! removes only its collector's families and sets
+//! `pg_scrape_collector_success{collector="..."} 0` and
+//! `pg_exporter_last_scrape_error 1`; problems are logged once, when they
+//! appear or change, and when they go away. The sessions of other
+//! databases failing (e.g. a login refused for new sessions while the main
+//! one lives) shows the same way, not in `pg_up`.
 //!
 //! Concurrent scrapes share one round of queries: the first caller starts a
 //! round on a background task, later callers wait for that round's result
@@ -107,17 +121,20 @@
 //!
 //! Per-table statistics cover every database that accepts connections
 //! (templates and `datallowconn = false` skipped, and databases the role
-//! may not connect to), not only the connection's own: one more long-lived
-//! connection per database, opened lazily, dropped when the database goes
-//! away or falls out of the cap. Caps: [`PostgresOptions::max_databases`]
+//! may not connect to), not only the connection's own. The other
+//! databases are read every [`PostgresOptions::table_stats_interval`] on a
+//! short session each, [`PostgresOptions::database_concurrency`] at a time;
+//! scrapes in between serve the last clean read. A held session per
+//! database ([`PostgresOptions::keep_database_sessions`]) saves those
+//! connections but costs a backend each: about 4 MiB of catalog caches with
+//! 20 tables in our benchmark, a `max_connections` slot, and a plain `DROP
+//! DATABASE` waits for it. Caps: [`PostgresOptions::max_databases`]
 //! (databases visited, lowest oid first, so the choice is stable),
 //! [`PostgresOptions::max_tables_per_database`] (largest tables first) and
 //! [`PostgresOptions::max_series`] (all PostgreSQL series of a scrape;
 //! collectors past the budget are cut). What the caps leave out is counted
 //! in `pg_exporter_series_dropped` and `pg_exporter_databases_skipped`, and
-//! logged. Note: PostgreSQL refuses `DROP DATABASE` while a session is
-//! connected to it; use `DROP DATABASE ... WITH (FORCE)` or set
-//! [`PostgresOptions::all_databases`] to false.
+//! logged.
 //!
 //! PostgreSQL 13 to 17 are supported (queries chosen by server version).
 //!
@@ -147,10 +164,6 @@ pub use backup::{ArchiveStats, BackupInput, BackupKind, BackupProgress, BackupRe
 pub use exporter::{Exporter, ExporterOptions};
 pub use ha::{HaInput, HaRole, PostgresState, ReplicationState};
 pub use postgres::PostgresOptions;
-pub use text::encode;
 
 /// The `Content-Type` of [`Exporter::render`]'s output (text format 0.0.4).
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// The metric families of one scrape (the `prometheus` crate's model).
-pub use prometheus::proto::MetricFamily;

@@ -15,10 +15,6 @@ pub fn encode(families: &[MetricFamily]) -> String {
         if family.get_metric().is_empty() {
             continue;
         }
-        let name = family.name();
-        if !family.help().is_empty() {
-            let _ = writeln!(out, "# HELP {name} {}", escape_help(family.help()));
-        }
         let kind = match family.get_field_type() {
             MetricType::COUNTER => "counter",
             MetricType::GAUGE => "gauge",
@@ -26,101 +22,106 @@ pub fn encode(families: &[MetricFamily]) -> String {
             MetricType::UNTYPED => "untyped",
             MetricType::HISTOGRAM => "histogram",
         };
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+        header(&mut out, family.name(), family.help(), kind);
         for metric in family.get_metric() {
-            write_metric(&mut out, name, family.get_field_type(), metric);
+            write_metric(&mut out, family.name(), family.get_field_type(), metric);
         }
     }
     out
 }
 
+/// `# HELP` (when there is a help text) and `# TYPE`.
+pub fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    if !help.is_empty() {
+        let _ = writeln!(out, "# HELP {name} {}", escape_help(help));
+    }
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn pairs(labels: &[LabelPair]) -> impl Iterator<Item = (&str, &str)> {
+    labels.iter().map(|l| (l.name(), l.value()))
+}
+
 fn write_metric(out: &mut String, name: &str, kind: MetricType, metric: &Metric) {
     let labels = metric.get_label();
     match kind {
-        MetricType::COUNTER => sample(out, name, labels, None, metric.get_counter().get_value()),
+        MetricType::COUNTER => sample(out, name, pairs(labels), metric.get_counter().get_value()),
         // Untyped values live in the gauge field (see `Family::into_proto`).
         MetricType::GAUGE | MetricType::UNTYPED => {
-            sample(out, name, labels, None, metric.get_gauge().get_value())
+            sample(out, name, pairs(labels), metric.get_gauge().get_value())
         }
         MetricType::HISTOGRAM => {
             let h = metric.get_histogram();
+            let bucket = format!("{name}_bucket");
             let mut saw_inf = false;
-            for bucket in h.get_bucket() {
-                let bound = bucket.upper_bound();
+            for b in h.get_bucket() {
+                let bound = b.upper_bound();
                 saw_inf |= bound == f64::INFINITY;
                 let le = format_value(bound);
-                sample(
-                    out,
-                    &format!("{name}_bucket"),
-                    labels,
-                    Some(("le", &le)),
-                    bucket.cumulative_count() as f64,
-                );
+                let with_le = pairs(labels).chain([("le", le.as_str())]);
+                sample(out, &bucket, with_le, b.cumulative_count() as f64);
             }
             let count = h.get_sample_count() as f64;
             if !saw_inf {
-                sample(
-                    out,
-                    &format!("{name}_bucket"),
-                    labels,
-                    Some(("le", "+Inf")),
-                    count,
-                );
+                sample(out, &bucket, pairs(labels).chain([("le", "+Inf")]), count);
             }
             sample(
                 out,
                 &format!("{name}_sum"),
-                labels,
-                None,
+                pairs(labels),
                 h.get_sample_sum(),
             );
-            sample(out, &format!("{name}_count"), labels, None, count);
+            sample(out, &format!("{name}_count"), pairs(labels), count);
         }
         MetricType::SUMMARY => {
             let s = metric.get_summary();
             for q in s.get_quantile() {
                 let quantile = format_value(q.quantile());
-                sample(out, name, labels, Some(("quantile", &quantile)), q.value());
+                let with_q = pairs(labels).chain([("quantile", quantile.as_str())]);
+                sample(out, name, with_q, q.value());
             }
-            sample(out, &format!("{name}_sum"), labels, None, s.sample_sum());
+            sample(out, &format!("{name}_sum"), pairs(labels), s.sample_sum());
             sample(
                 out,
                 &format!("{name}_count"),
-                labels,
-                None,
+                pairs(labels),
                 s.sample_count() as f64,
             );
         }
     }
 }
 
-fn sample(
+/// One sample line: `name{label="value",...} value`.
+pub fn sample<'a>(
     out: &mut String,
     name: &str,
-    labels: &[LabelPair],
-    extra: Option<(&str, &str)>,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
     value: f64,
 ) {
     out.push_str(name);
-    if !labels.is_empty() || extra.is_some() {
-        out.push('{');
-        let mut first = true;
-        let pairs = labels.iter().map(|l| (l.name(), l.value())).chain(extra);
-        for (label, value) in pairs {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(label);
-            out.push_str("=\"");
-            escape_label_value_into(out, value);
-            out.push('"');
-        }
+    let mut first = true;
+    for (label, value) in labels {
+        out.push(if first { '{' } else { ',' });
+        first = false;
+        out.push_str(label);
+        out.push_str("=\"");
+        escape_label_value_into(out, value);
+        out.push('"');
+    }
+    if !first {
         out.push('}');
     }
     out.push(' ');
-    out.push_str(&format_value(value));
+    push_value(out, value);
     out.push('\n');
+}
+
+fn push_value(out: &mut String, v: f64) {
+    if v.is_finite() {
+        let _ = write!(out, "{v}");
+    } else {
+        out.push_str(&format_value(v));
+    }
 }
 
 /// A sample value: Go's spellings for the special values, else the shortest
@@ -138,6 +139,10 @@ pub fn format_value(v: f64) -> String {
 }
 
 fn escape_label_value_into(out: &mut String, value: &str) {
+    if !value.contains(['\\', '"', '\n']) {
+        out.push_str(value);
+        return;
+    }
     for c in value.chars() {
         match c {
             '\\' => out.push_str("\\\\"),

@@ -156,8 +156,11 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
         rest_stop_rx.clone(),
     ));
     // Async WAL archiving: the push-ahead worker (its status is for metrics).
-    let (_ahead_status, ahead_task) =
+    let (ahead_status, ahead_task) =
         crate::archive::ahead::start(config.clone(), rest_stop_rx.clone()).unzip();
+    if let Some(status) = ahead_status {
+        let _ = shared.archive_ahead.set(status);
+    }
     // The backup repository's summary for /metrics, read in the background.
     if let (Some(repo), Some(section)) = (shared.repo_watch.clone(), config.backup.clone()) {
         let path = config.source.clone().unwrap_or_default();

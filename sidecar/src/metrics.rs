@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgpilot_exporters::{
-    BackupInput, BackupKind, BackupRecord, Exporter, ExporterOptions, HaInput, HaRole,
-    PostgresOptions, PostgresState, ReplicationState,
+    ArchiveStats, BackupInput, BackupKind, BackupRecord, Exporter, ExporterOptions, HaInput,
+    HaRole, PostgresOptions, PostgresState, ReplicationState,
 };
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +53,14 @@ pub struct MetricsSection {
     /// PostgreSQL series per scrape; what is over is dropped and counted.
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+    /// Seconds between reads of the table statistics of databases other
+    /// than `database`; scrapes in between serve the last read.
+    #[serde(default = "default_table_stats_interval")]
+    pub table_stats_interval: u64,
+    /// Hold one session per database between reads (each costs a backend
+    /// and its catalog caches) instead of a short session per read.
+    #[serde(default)]
+    pub keep_database_sessions: bool,
     /// Milliseconds one monitoring statement may run.
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: u64,
@@ -77,6 +85,9 @@ fn default_max_tables() -> usize {
 fn default_max_series() -> usize {
     100_000
 }
+fn default_table_stats_interval() -> u64 {
+    60
+}
 fn default_statement_timeout_ms() -> u64 {
     5_000
 }
@@ -96,6 +107,8 @@ impl Default for MetricsSection {
             max_databases: default_max_databases(),
             max_tables_per_database: default_max_tables(),
             max_series: default_max_series(),
+            table_stats_interval: default_table_stats_interval(),
+            keep_database_sessions: false,
             statement_timeout_ms: default_statement_timeout_ms(),
             scrape_timeout_ms: default_scrape_timeout_ms(),
         }
@@ -143,6 +156,8 @@ pub fn exporter(config: &Config) -> Exporter {
     postgres.max_databases = section.max_databases;
     postgres.max_tables_per_database = section.max_tables_per_database;
     postgres.max_series = section.max_series;
+    postgres.table_stats_interval = Duration::from_secs(section.table_stats_interval);
+    postgres.keep_database_sessions = section.keep_database_sessions;
     postgres.statement_timeout = Duration::from_millis(section.statement_timeout_ms);
     postgres.scrape_timeout = Duration::from_millis(section.scrape_timeout_ms);
     Exporter::new(ExporterOptions {
@@ -279,4 +294,15 @@ pub fn backup_input(stanza: &str, repo: &RepoState) -> Option<BackupInput> {
 
 fn epoch_micros(us: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_micros(us.max(0) as u64)
+}
+
+/// The push-ahead worker's counts (async archiving); synchronous pushes
+/// show in `pg_stat_archiver_*` instead.
+pub fn archive_stats(ahead: &crate::archive::ahead::AheadState) -> ArchiveStats {
+    ArchiveStats {
+        pushed: ahead.pushed,
+        failed: ahead.failures,
+        last_push: ahead.last_pushed_at,
+        last_failure: None,
+    }
 }

@@ -110,6 +110,8 @@ pub struct Shared {
     pub exporter: pgpilot_exporters::Exporter,
     /// The backup repository's summary, when `[backup]` is configured.
     pub repo_watch: Option<Arc<crate::backup::watch::RepoWatch>>,
+    /// The async WAL push-ahead worker's state, when it runs.
+    pub archive_ahead: std::sync::OnceLock<Arc<crate::archive::ahead::AheadStatus>>,
     snapshot: RwLock<Snapshot>,
     pending: Mutex<Option<Pending>>,
     /// The command being carried out (taken from `pending`, not finished).
@@ -130,6 +132,7 @@ impl Shared {
             counters: HaCounters::default(),
             exporter,
             repo_watch,
+            archive_ahead: std::sync::OnceLock::new(),
             snapshot: RwLock::new(Snapshot {
                 view: ClusterView::default(),
                 dynamic,

@@ -23,6 +23,7 @@ pub mod exposition;
 pub mod faults;
 pub mod http;
 pub mod member;
+pub mod monitoring;
 pub mod netcut;
 pub mod ports;
 pub mod process;

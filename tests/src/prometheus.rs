@@ -103,8 +103,8 @@ impl Prometheus {
         result.map_err(|e| anyhow::anyhow!("{e:#}\n--- prometheus log ---\n{}", self.log_tail(30)))
     }
 
-    /// An instant query through `/api/v1/query`.
-    pub async fn query(&self, expr: &str) -> anyhow::Result<Vec<Sample>> {
+    /// The `result` array of an instant query through `/api/v1/query`.
+    async fn results(&self, expr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
         let client = crate::http::client();
         let url = reqwest::Url::parse_with_params(&self.url("/api/v1/query"), &[("query", expr)])?;
         let reply = crate::http::request(&client, reqwest::Method::GET, url.as_str()).await?;
@@ -115,11 +115,16 @@ impl Prometheus {
             reply.status,
             reply.body
         );
-        let results = body["data"]["result"]
+        Ok(body["data"]["result"]
             .as_array()
             .cloned()
-            .unwrap_or_default();
-        results
+            .unwrap_or_default())
+    }
+
+    /// An instant query: the labels and value of each sample.
+    pub async fn query(&self, expr: &str) -> anyhow::Result<Vec<Sample>> {
+        self.results(expr)
+            .await?
             .into_iter()
             .map(|r| {
                 let labels = r["metric"].as_object().cloned().unwrap_or_default();
@@ -135,21 +140,7 @@ impl Prometheus {
     /// The raw samples `(epoch seconds, value)` of a range selector that
     /// matches one series, e.g. `up{instance="x"}[60s]`; oldest first.
     pub async fn query_raw(&self, selector: &str) -> anyhow::Result<Vec<(f64, f64)>> {
-        let client = crate::http::client();
-        let url =
-            reqwest::Url::parse_with_params(&self.url("/api/v1/query"), &[("query", selector)])?;
-        let reply = crate::http::request(&client, reqwest::Method::GET, url.as_str()).await?;
-        let body = reply.json()?;
-        anyhow::ensure!(
-            body["status"] == "success",
-            "query {selector:?} failed: {} {}",
-            reply.status,
-            reply.body
-        );
-        let results = body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let results = self.results(selector).await?;
         anyhow::ensure!(
             results.len() <= 1,
             "{selector:?} matches {} series",

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pgpilot_e2e::exposition::Scrape;
+use pgpilot_e2e::monitoring::{dashboard_exprs, metric_names, promtool, BackedUpPair};
 use pgpilot_e2e::process::Signal;
 use pgpilot_e2e::prometheus::Prometheus;
 use pgpilot_e2e::{wait_until, Cluster};
@@ -31,31 +32,6 @@ fn now_epoch() -> f64 {
         .duration_since(UNIX_EPOCH)
         .expect("after 1970")
         .as_secs_f64()
-}
-
-/// `promtool check metrics` on a scrape; its complaints, if any.
-fn promtool_check(body: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot run promtool ({e}): scripts/setup.sh installs it"))?;
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(body.as_bytes())?;
-    let out = child.wait_with_output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,6 +136,13 @@ async fn prometheus_sees_one_primary_and_follows_a_switchover() -> anyhow::Resul
     );
     let primaries = prom.query("sum(patroni_primary)").await?;
     assert_eq!(primaries.first().map(|s| s.value), Some(1.0));
+
+    // Every query of the shipped dashboard is valid PromQL for this server.
+    for (panel, expr) in dashboard_exprs()? {
+        prom.query(&expr)
+            .await
+            .map_err(|e| anyhow::anyhow!("dashboard panel {panel:?}: {e:#}"))?;
+    }
     Ok(())
 }
 
@@ -382,22 +365,8 @@ const CHARM_NAMES: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrapes_pass_promtool_and_serve_every_name_the_charm_uses() -> anyhow::Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("pgpilot-metrics-")
-        .tempdir()?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let backup = pgpilot_e2e::backup::posix_section(&dir.path().join("repo"), "")?;
-    let c = Cluster::builder()
-        .members(2)
-        .extra_toml(&format!("\n{backup}"))
-        .start()
-        .await?;
-    let leader = c.wait_ready(READY).await?;
-    let replica = 1 - leader;
-    c.wait_streaming_to(leader, replica, READY).await?;
+    let pair = BackedUpPair::start(READY).await?;
+    let (c, leader, replica) = (&pair.cluster, pair.leader, pair.replica);
 
     // An application database with tables (per-table statistics must cover
     // it, not only `postgres`), vacuumed and analysed, and an invalid index
@@ -419,9 +388,7 @@ async fn scrapes_pass_promtool_and_serve_every_name_the_charm_uses() -> anyhow::
         "the unique index over a duplicate must fail"
     );
 
-    let config = c.member(leader).config_path.display().to_string();
-    let out = pgpilot_e2e::backup::run_pgpilot(&["backup", "--config", &config])?;
-    anyhow::ensure!(out.code == 0, "pgpilot backup failed: {}", out.stderr);
+    pair.backup()?;
 
     let mut names = BTreeSet::new();
     for i in [leader, replica] {
@@ -430,7 +397,7 @@ async fn scrapes_pass_promtool_and_serve_every_name_the_charm_uses() -> anyhow::
             &format!("{what}: complete metrics incl. the backup"),
             Duration::from_secs(60),
             async || {
-                let (status, s, body, _) = scrape(&c, i).await?;
+                let (status, s, body, _) = scrape(c, i).await?;
                 anyhow::ensure!(status == 200);
                 anyhow::ensure!(
                     s.value("pg_up") == Some(1.0),
@@ -455,7 +422,8 @@ async fn scrapes_pass_promtool_and_serve_every_name_the_charm_uses() -> anyhow::
         )
         .await
         .map_err(|e| c.with_logs(e))?;
-        promtool_check(&body).map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
+        promtool(&["check", "metrics"], Some(&body))
+            .map_err(|e| anyhow::anyhow!("{what}: {e:#}"))?;
         let dups = s.duplicates();
         assert!(dups.is_empty(), "{what}: duplicate series {dups:?}");
         names.extend(s.names());
@@ -468,5 +436,16 @@ async fn scrapes_pass_promtool_and_serve_every_name_the_charm_uses() -> anyhow::
         missing.is_empty(),
         "metric names the charm's dashboards or rules use are not served: {missing:?}"
     );
+    // Our own dashboard, too.
+    for (panel, expr) in dashboard_exprs()? {
+        let unserved: Vec<String> = metric_names(&expr)
+            .into_iter()
+            .filter(|n| !names.contains(n))
+            .collect();
+        assert!(
+            unserved.is_empty(),
+            "dashboard panel {panel:?} queries metrics /metrics does not serve: {unserved:?}"
+        );
+    }
     Ok(())
 }

@@ -128,35 +128,6 @@ fn names(series: &BTreeMap<String, f64>) -> HashSet<String> {
         .collect()
 }
 
-/// `promtool check metrics` on `text`; None when promtool is missing.
-fn promtool(text: &str) -> Option<(bool, String)> {
-    use std::io::Write;
-    let mut child = match std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-        Err(e) => panic!("cannot run promtool: {e}"),
-    };
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some((output.status.success(), said))
-}
-
 fn ha_input() -> HaInput {
     HaInput {
         scope: "main".into(),
@@ -408,12 +379,7 @@ async fn compatibility_names_every_database_no_duplicates_and_promtool() -> anyh
     );
     assert!((3499.0..3600.0).contains(&age), "age {age}");
 
-    match promtool(&text) {
-        Some((ok, said)) => assert!(ok, "promtool check metrics failed:\n{said}"),
-        None => eprintln!(
-            "\n*** promtool not installed: `promtool check metrics` NOT run (apt-get install prometheus) ***\n"
-        ),
-    }
+    pgpilot_e2e::monitoring::promtool(&["check", "metrics"], Some(&text))?;
     Ok(())
 }
 
@@ -524,6 +490,52 @@ async fn a_failing_query_removes_only_its_collector() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sessions opened in total, per database (pg_stat_database.sessions).
+async fn sessions_opened(server: &Server, db: &str) -> anyhow::Result<i64> {
+    let client = server.pg.connect().await?;
+    let row = client
+        .query_one(
+            "SELECT sessions FROM pg_stat_database WHERE datname = $1",
+            &[&db],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_databases_are_read_on_short_sessions_at_most_once_per_interval() -> anyhow::Result<()>
+{
+    let server = Server::start().await?;
+    server.create_databases(&["app1"]).await?;
+    server.sql_in("app1", "CREATE TABLE t (v int)").await?;
+    let exporter = server.exporter(MONITOR, |o| {
+        o.table_stats_interval = std::time::Duration::from_secs(3);
+    });
+    let has_t = |text: &str| {
+        parse(text)
+            .keys()
+            .any(|k| k.starts_with("pg_stat_user_tables_n_live_tup{datname=\"app1\""))
+    };
+    assert!(has_t(&exporter.render(None, None).await));
+    let opened = sessions_opened(&server, "app1").await?;
+    let held: Vec<String> = exporter_sessions(&server)
+        .await?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    assert_eq!(held, ["postgres"], "no session held in app1 between reads");
+    // Within the interval: the last read is served, no new connection.
+    for _ in 0..3 {
+        assert!(has_t(&exporter.render(None, None).await));
+    }
+    assert_eq!(sessions_opened(&server, "app1").await?, opened);
+    // After it: read again, on one new short session.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(has_t(&exporter.render(None, None).await));
+    assert_eq!(sessions_opened(&server, "app1").await?, opened + 1);
+    Ok(())
+}
+
 /// Backend pids of the exporter's sessions, by database.
 async fn exporter_sessions(server: &Server) -> anyhow::Result<Vec<(String, i32)>> {
     let client = server.pg.connect().await?;
@@ -541,7 +553,7 @@ async fn exporter_sessions(server: &Server) -> anyhow::Result<Vec<(String, i32)>
 async fn sessions_are_long_lived_and_concurrent_scrapes_share_one_round() -> anyhow::Result<()> {
     let server = Server::start().await?;
     server.create_databases(&["app1", "app2"]).await?;
-    let exporter = server.exporter(MONITOR, |_| {});
+    let exporter = server.exporter(MONITOR, |o| o.keep_database_sessions = true);
     exporter.render(None, None).await;
     let sessions = exporter_sessions(&server).await?;
     let dbs: Vec<&str> = sessions.iter().map(|(d, _)| d.as_str()).collect();
@@ -636,7 +648,8 @@ async fn caps_bound_databases_and_series() -> anyhow::Result<()> {
     assert_eq!(tables, 2, "max_tables_per_database");
     // One table left out in each of d1 and d2, 29 series each.
     assert_eq!(value(&series, "pg_exporter_series_dropped"), 58.0);
-    assert_eq!(exporter_sessions(&server).await?.len(), 3);
+    // Other databases are read on short sessions: only the main one stays.
+    assert_eq!(exporter_sessions(&server).await?.len(), 1);
 
     // A series budget smaller than what the server has.
     let small = server.exporter(MONITOR, |o| o.max_series = 150);

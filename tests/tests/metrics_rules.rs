@@ -8,17 +8,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use pgpilot_e2e::exposition::{Scrape, Series};
-use pgpilot_e2e::{wait_until, Cluster};
+use pgpilot_e2e::monitoring::{
+    alerts_and_exprs, metric_names, promtool, rules_file, without_annotations, BackedUpPair,
+};
+use pgpilot_e2e::wait_until;
 
 const READY: Duration = Duration::from_secs(120);
-
-fn rules_file() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../exporters/monitoring/alerts.yaml")
-}
 
 /// Which member's scrape a series comes from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -347,114 +346,17 @@ fn test_file(scraped: &Scraped, rules: &Path) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn promtool(args: &[&str]) -> anyhow::Result<String> {
-    let out = std::process::Command::new("promtool")
-        .args(args)
-        .output()
-        .map_err(|e| anyhow::anyhow!("cannot run promtool ({e}): scripts/setup.sh installs it"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    anyhow::ensure!(out.status.success(), "promtool {args:?} failed:\n{text}");
-    Ok(text)
-}
-
-/// The rules without their annotations: promtool compares annotations too,
-/// and these tests are about which alerts fire with which labels (`promtool
-/// check rules` checks the annotation templates).
-fn without_annotations(text: &str) -> String {
-    let mut out = String::new();
-    let mut skipping: Option<usize> = None;
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        if let Some(level) = skipping {
-            if line.trim().is_empty() || indent > level {
-                continue;
-            }
-            skipping = None;
-        }
-        if line.trim() == "annotations:" {
-            skipping = Some(indent);
-            continue;
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out
-}
-
-/// `(alert, expr)` of each rule. The rules file keeps every `expr` on one
-/// line, which this relies on (and checks).
-fn alerts_and_exprs(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in text.lines() {
-        let line = line.trim();
-        if let Some(name) = line.strip_prefix("- alert:") {
-            current = Some(name.trim().to_string());
-        } else if let Some(expr) = line.strip_prefix("expr:") {
-            let expr = expr.trim();
-            anyhow::ensure!(
-                !expr.is_empty() && !expr.starts_with('|') && !expr.starts_with('>'),
-                "keep each expr of {} on one line",
-                rules_file().display()
-            );
-            let alert = current
-                .take()
-                .ok_or_else(|| anyhow::anyhow!("expr {expr:?} without an alert name"))?;
-            out.push((alert, expr.to_string()));
-        }
-    }
-    Ok(out)
-}
-
-/// Metric names in a PromQL expression: identifiers with one of our
-/// prefixes (functions and keywords never have them).
-fn metric_names(expr: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let mut word = String::new();
-    for ch in expr.chars().chain(std::iter::once(' ')) {
-        if ch.is_ascii_alphanumeric() || ch == '_' || ch == ':' {
-            word.push(ch);
-        } else {
-            if ["pg_", "patroni_", "pgbackrest_", "pgpilot_", "process_"]
-                .iter()
-                .any(|p| word.starts_with(p))
-            {
-                names.insert(word.clone());
-            }
-            word.clear();
-        }
-    }
-    names
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_rules_fire_on_series_from_a_real_scrape() -> anyhow::Result<()> {
     let rules = rules_file();
-    promtool(&["check", "rules", &rules.display().to_string()])?;
+    promtool(&["check", "rules", &rules.display().to_string()], None)?;
 
+    let pair = BackedUpPair::start(READY).await?;
+    let (c, leader, replica) = (&pair.cluster, pair.leader, pair.replica);
+    pair.backup()?;
     let dir = tempfile::Builder::new()
         .prefix("pgpilot-rules-")
         .tempdir()?;
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )?;
-    let backup = pgpilot_e2e::backup::posix_section(&dir.path().join("repo"), "")?;
-    let c = Cluster::builder()
-        .members(2)
-        .extra_toml(&format!("\n{backup}"))
-        .start()
-        .await?;
-    let leader = c.wait_ready(READY).await?;
-    let replica = 1 - leader;
-    c.wait_streaming_to(leader, replica, READY).await?;
-    let config = c.member(leader).config_path.display().to_string();
-    let out = pgpilot_e2e::backup::run_pgpilot(&["backup", "--config", &config])?;
-    anyhow::ensure!(out.code == 0, "pgpilot backup failed: {}", out.stderr);
 
     let mut scrapes = Vec::new();
     for i in [leader, replica] {
@@ -513,7 +415,7 @@ async fn alert_rules_fire_on_series_from_a_real_scrape() -> anyhow::Result<()> {
     std::fs::write(&bare, without_annotations(&text))?;
     let tests = dir.path().join("alerts_test.yaml");
     std::fs::write(&tests, test_file(&scraped, &bare)?)?;
-    let report = promtool(&["test", "rules", &tests.display().to_string()]).map_err(|e| {
+    let report = promtool(&["test", "rules", &tests.display().to_string()], None).map_err(|e| {
         anyhow::anyhow!(
             "{e:#}\n--- generated test file ---\n{}",
             std::fs::read_to_string(&tests).unwrap_or_default()
@@ -521,24 +423,4 @@ async fn alert_rules_fire_on_series_from_a_real_scrape() -> anyhow::Result<()> {
     })?;
     println!("{report}");
     Ok(())
-}
-
-#[test]
-fn annotations_are_dropped_and_nothing_else() {
-    let text = "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 1\n        annotations:\n          summary: s\n          description: >-\n            long\n      - alert: B\n        expr: y\n";
-    assert_eq!(
-        without_annotations(text),
-        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: x > 1\n      - alert: B\n        expr: y\n"
-    );
-}
-
-#[test]
-fn metric_names_are_found_in_expressions() {
-    let names = metric_names(
-        "increase(pg_stat_archiver_failed_count[10m]) > 0 and max by (scope) (patroni_primary) < 1",
-    );
-    assert_eq!(
-        names.into_iter().collect::<Vec<_>>(),
-        vec!["patroni_primary", "pg_stat_archiver_failed_count"]
-    );
 }

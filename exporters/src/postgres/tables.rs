@@ -3,10 +3,11 @@
 //! only for the database a session is connected to, so each database gets
 //! its own session.
 
+use std::borrow::Borrow;
 use tokio::time::Instant;
 
 use super::conn::{float, text, Conn, PgError};
-use crate::family::{Family, Kind};
+use crate::family::{Family, Kind, Labels};
 
 /// One table's statistics, in the order of [`TABLE_COLUMNS`].
 pub struct TableRow {
@@ -278,7 +279,7 @@ async fn read_invalid_indexes(
 
 /// The table families for `dbs`, in order, keeping at most `max_tables`
 /// tables overall; returns the families and how many tables were cut.
-pub fn table_families(dbs: &[DbTables], max_tables: usize) -> (Vec<Family>, usize) {
+pub fn table_families<D: Borrow<DbTables>>(dbs: &[D], max_tables: usize) -> (Vec<Family>, usize) {
     const LABELS: &[&str] = &["datname", "schemaname", "relname"];
     let mut families: Vec<Family> = TABLE_COLUMNS
         .iter()
@@ -293,20 +294,22 @@ pub fn table_families(dbs: &[DbTables], max_tables: usize) -> (Vec<Family>, usiz
     let mut kept = 0;
     let mut cut = 0;
     for db in dbs {
+        let db = db.borrow();
         for table in &db.tables {
             if kept == max_tables {
                 cut += 1;
                 continue;
             }
             kept += 1;
-            let labels = [
-                db.datname.as_str(),
-                table.schemaname.as_str(),
-                table.relname.as_str(),
-            ];
+            let labels: Labels = vec![
+                db.datname.clone(),
+                table.schemaname.clone(),
+                table.relname.clone(),
+            ]
+            .into();
             for (family, value) in families.iter_mut().zip(&table.values) {
                 if let Some(v) = value {
-                    family.push(&labels, *v);
+                    family.add_shared(labels.clone(), *v);
                 }
             }
         }
@@ -314,7 +317,7 @@ pub fn table_families(dbs: &[DbTables], max_tables: usize) -> (Vec<Family>, usiz
     (families, cut)
 }
 
-pub fn invalid_index_family(dbs: &[DbTables]) -> Family {
+pub fn invalid_index_family<D: Borrow<DbTables>>(dbs: &[D]) -> Family {
     let mut family = Family::with_labels(
         "pg_general_index_info_pg_relation_size",
         "Size of invalid indexes (left by a failed CREATE/REINDEX CONCURRENTLY), in bytes",
@@ -322,6 +325,7 @@ pub fn invalid_index_family(dbs: &[DbTables]) -> Family {
         &["datname", "schemaname", "relname", "indexrelname"],
     );
     for db in dbs {
+        let db = db.borrow();
         for index in &db.invalid_indexes {
             family.push(
                 &[

@@ -18,7 +18,12 @@ pub async fn metrics<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
             .backup
             .as_ref()
             .map(|b| b.stanza(&shared.config.cluster.scope))?;
-        crate::metrics::backup_input(stanza, &watch.state())
+        let mut input = crate::metrics::backup_input(stanza, &watch.state())?;
+        input.archive = shared
+            .archive_ahead
+            .get()
+            .map(|ahead| crate::metrics::archive_stats(&ahead.snapshot()));
+        Some(input)
     });
     let body = shared.exporter.render(Some(&ha), backup.as_ref()).await;
     ([(CONTENT_TYPE, pgpilot_exporters::CONTENT_TYPE)], body).into_response()

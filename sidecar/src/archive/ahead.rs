@@ -141,7 +141,7 @@ pub async fn run(config: Arc<Config>, status: Arc<AheadStatus>, mut stop: watch:
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stop.borrow() {
         tokio::select! {
-            changed = stop.changed() => if changed.is_err() { break },
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { break },
             Some(done) = worker.tasks.join_next_with_id(), if !worker.tasks.is_empty() => {
                 worker.finished(done);
             }

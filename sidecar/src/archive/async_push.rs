@@ -12,11 +12,9 @@
 //!    acknowledgement that does not match): push synchronously, exactly as
 //!    without async mode. Archiving never depends on the sidecar.
 
-use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use super::spool::{Ack, Spool};
@@ -178,22 +176,11 @@ async fn proves(
 
 /// The SHA-256 of the file, if it has `size` bytes.
 fn hash_if_size(path: &Path, size: u64) -> std::io::Result<Option<String>> {
-    let mut file = std::fs::File::open(path)?;
-    if file.metadata()?.len() != size {
+    if std::fs::metadata(path)?.len() != size {
         return Ok(None);
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok((total == size).then(|| wal::to_hex(&hasher.finalize())))
+    let digest = wal::hash_file(path)?;
+    Ok((digest.size == size).then_some(digest.sha256))
 }
 
 #[cfg(test)]

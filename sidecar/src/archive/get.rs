@@ -8,8 +8,10 @@
 //!
 //! The destination is not fsynced: PostgreSQL replays the file at once and
 //! fsyncs what it keeps (`KeepFileRestoredFromArchive` does a durable rename).
+//!
+//! In async mode a segment may come from the prefetch queue instead
+//! ([`super::prefetch`]).
 
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -92,9 +94,9 @@ pub async fn fetch(context: &Context, key: &str) -> Result<Vec<u8>, ArchiveError
         .map_err(|e| ArchiveError::repository(storage, e))
 }
 
-/// Decompress, then hash on a second thread while the temporary file
-/// beside `dest` is written; rename it onto `dest` only if the SHA-256 is
-/// the one the object's key names.
+/// Decompress into a temporary file beside `dest`, hashing on the way;
+/// rename it onto `dest` only if the SHA-256 is the one the object's key
+/// names (else the temporary file is removed and `dest` is untouched).
 pub(crate) fn write_verified(
     compressed: &[u8],
     sha: &str,
@@ -109,40 +111,33 @@ pub(crate) fn write_verified(
     let corrupt = |why: String| {
         ArchiveError::Corrupt(format!("{location}/{key} {why}; the file was not restored"))
     };
-    let data = wal::decompress(compressed)
-        .map_err(|e| corrupt(format!("cannot be decompressed ({e})")))?;
     let temp = dest.with_file_name(format!(".{file_name}.pgpilot-tmp"));
-    let (got, written) = std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| wal::sha256_hex(&data));
-        let written = write_file(&temp, &data);
-        (hasher.join(), written)
-    });
-    let got = got.map_err(|_| ArchiveError::Local("the hashing thread panicked".into()))?;
-    let outcome = if got != sha {
-        Err(corrupt(format!(
-            "is corrupt: its content hashes to {got}, not {sha}"
-        )))
-    } else {
-        written
-            .map_err(|e| ArchiveError::Local(format!("cannot write {}: {e}", temp.display())))
-            .and_then(|()| {
-                std::fs::rename(&temp, dest).map_err(|e| {
-                    ArchiveError::Local(format!("cannot rename onto {}: {e}", dest.display()))
-                })
-            })
-    };
-    if outcome.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    outcome
-}
-
-pub(crate) fn write_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+    let local =
+        |e: std::io::Error| ArchiveError::Local(format!("cannot write {}: {e}", temp.display()));
+    let outcome = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)?;
-    file.write_all(data)
+        .open(&temp)
+        .map_err(local)
+        .and_then(|mut file| match wal::decompress_to(compressed, &mut file) {
+            Ok((got, _)) if got == sha => Ok(()),
+            Ok((got, _)) => Err(corrupt(format!(
+                "is corrupt: its content hashes to {got}, not {sha}"
+            ))),
+            Err(wal::StreamFailure::Decode(e)) => {
+                Err(corrupt(format!("cannot be decompressed ({e})")))
+            }
+            Err(wal::StreamFailure::Write(e)) => Err(local(e)),
+        })
+        .and_then(|()| {
+            std::fs::rename(&temp, dest).map_err(|e| {
+                ArchiveError::Local(format!("cannot rename onto {}: {e}", dest.display()))
+            })
+        });
+    if outcome.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    outcome
 }

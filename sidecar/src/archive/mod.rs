@@ -16,6 +16,13 @@
 //! runtime: start-up is a few milliseconds.
 //!
 //! Exit codes ([`code`]) are stable; they follow pgBackRest's where one exists.
+//!
+//! Async mode (`backup.archive_async`): the sidecar's push-ahead worker
+//! ([`ahead`]) stores ready WAL before PostgreSQL asks and acknowledges it in
+//! the spool ([`spool`]); archive-push trusts an acknowledgement only for
+//! the exact bytes it records ([`async_push`]) and otherwise pushes the file
+//! itself. archive-get serves segments a detached prefetcher fetched ahead
+//! ([`prefetch`]).
 
 pub mod ahead;
 pub mod async_push;
@@ -300,8 +307,9 @@ pub(crate) fn run(
             )),
         }
     });
-    // Requests still pending after a time-out are dropped with the runtime.
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    // Nothing is left to wait for (requests still pending after a time-out
+    // are dropped): do not join idle pool threads on the way out.
+    runtime.shutdown_background();
     match result {
         Ok(()) => code::OK,
         Err(ArchiveError::NotFound) => code::NOT_FOUND,

@@ -38,6 +38,8 @@ use crate::repo::Storage;
 pub const IDLE: Duration = Duration::from_secs(10);
 /// The prefetcher never lives longer than this; the next call starts another.
 pub const LIFETIME: Duration = Duration::from_secs(3600);
+/// Longest wait for a segment the prefetcher is fetching.
+const MAX_WAIT: Duration = Duration::from_secs(5);
 /// How often the prefetcher looks at what recovery wants.
 const POLL: Duration = Duration::from_millis(20);
 /// The prefetcher's log is started afresh past this size.
@@ -58,9 +60,8 @@ pub async fn get(call: &Call, walname: &str, dest: &Path) -> Result<(), ArchiveE
             return plain().await;
         }
     };
-    let queued = spool.queued().unwrap_or_default();
-    let hit = match queued.iter().find(|q| q.wal == name) {
-        Some(queued) => take(&spool, queued, &name, dest).await?,
+    let hit = match queued_or_arriving(&spool, &name, call.backup.archive_timeout()).await {
+        Some(queued) => take(&spool, &queued, &name, dest).await?,
         None => false,
     };
     if !hit {
@@ -79,6 +80,31 @@ pub async fn get(call: &Call, walname: &str, dest: &Path) -> Result<(), ArchiveE
     Ok(())
 }
 
+/// The queued copy of `name`; if the prefetcher is fetching it right now,
+/// wait for it (up to a quarter of `archive_timeout`, at most [`MAX_WAIT`])
+/// rather than fetch it a second time.
+async fn queued_or_arriving(spool: &Spool, name: &WalName, timeout: Duration) -> Option<Queued> {
+    let find = || {
+        spool
+            .queued()
+            .unwrap_or_default()
+            .into_iter()
+            .find(|q| q.wal == *name)
+    };
+    let waited = Instant::now();
+    let bound = (timeout / 4).min(MAX_WAIT);
+    loop {
+        if let Some(queued) = find() {
+            return Some(queued);
+        }
+        let arriving = spool.is_fetching(name) && spool.prefetcher_running();
+        if !arriving || waited.elapsed() > bound {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Serve `name` from the queue: check its bytes, record it as wanted (so
 /// the prefetcher moves on), move it onto `dest`. False when the queued
 /// file cannot be used (it is removed, and the caller fetches the segment).
@@ -90,20 +116,11 @@ async fn take(
 ) -> Result<bool, ArchiveError> {
     let path = queued.path.clone();
     let sha = queued.sha256.clone();
-    let checked = tokio::task::spawn_blocking(move || -> Result<(Vec<u8>, u32), String> {
-        let data = std::fs::read(&path).map_err(|e| format!("cannot read it: {e}"))?;
-        let got = wal::sha256_hex(&data);
-        if got != sha {
-            return Err(format!("its content hashes to {got}, not {sha}"));
-        }
-        let header = wal::long_page_header(&data)
-            .ok_or_else(|| "it does not start with a WAL page header".to_string())?;
-        Ok((data, header.segment_size))
-    })
-    .await
-    .map_err(|e| ArchiveError::Local(e.to_string()))?;
-    let (data, segment_size) = match checked {
-        Ok(checked) => checked,
+    let checked = tokio::task::spawn_blocking(move || check_queued(&path, &sha))
+        .await
+        .map_err(|e| ArchiveError::Local(e.to_string()))?;
+    let segment_size = match checked {
+        Ok(segment_size) => segment_size,
         Err(why) => {
             tracing::warn!(
                 "{name}: the prefetched copy {} is not used ({why}); fetching it again",
@@ -119,30 +136,54 @@ async fn take(
     });
     let from = queued.path.clone();
     let to = dest.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        // A rename when the spool shares the file system; else a copy
-        // through a temporary file beside the destination.
-        if std::fs::rename(&from, &to).is_ok() {
-            return Ok(());
+    let moved = tokio::task::spawn_blocking(move || move_into_place(&from, &to))
+        .await
+        .map_err(|e| ArchiveError::Local(e.to_string()))?;
+    match moved {
+        Ok(()) => {
+            tracing::info!("{name}: restored from the prefetch queue");
+            Ok(true)
         }
-        let file_name = to
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| ArchiveError::Usage(format!("{} is not a file path", to.display())))?;
-        let temp = to.with_file_name(format!(".{file_name}.pgpilot-tmp"));
-        let written = super::get::write_file(&temp, &data)
-            .and_then(|()| std::fs::rename(&temp, &to))
-            .map_err(|e| ArchiveError::Local(format!("cannot write {}: {e}", to.display())));
-        if written.is_err() {
-            let _ = std::fs::remove_file(&temp);
+        Err(e) => {
+            tracing::warn!("{name}: cannot use the prefetched copy ({e}); fetching it again");
+            let _ = std::fs::remove_file(&queued.path);
+            Ok(false)
         }
-        let _ = std::fs::remove_file(&from);
-        written
-    })
-    .await
-    .map_err(|e| ArchiveError::Local(e.to_string()))??;
-    tracing::info!("{name}: restored from the prefetch queue");
-    Ok(true)
+    }
+}
+
+/// The segment size of a queued file whose bytes hash to `sha`.
+fn check_queued(path: &Path, sha: &str) -> Result<u32, String> {
+    let digest = wal::hash_file(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if digest.sha256 != sha {
+        return Err(format!(
+            "its content hashes to {}, not {sha}",
+            digest.sha256
+        ));
+    }
+    digest
+        .header
+        .map(|h| h.segment_size)
+        .ok_or_else(|| "it does not start with a WAL page header".to_string())
+}
+
+/// A rename when the spool shares the destination's file system; else a
+/// copy through a temporary file beside the destination.
+fn move_into_place(from: &Path, to: &Path) -> std::io::Result<()> {
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    let file_name = to
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| std::io::Error::other(format!("{} is not a file path", to.display())))?;
+    let temp = to.with_file_name(format!(".{file_name}.pgpilot-tmp"));
+    let copied = std::fs::copy(from, &temp).and_then(|_| std::fs::rename(&temp, to));
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    let _ = std::fs::remove_file(from);
+    copied
 }
 
 /// The segment size a restored segment's first page header records.
@@ -341,6 +382,8 @@ async fn prefetch(archive: Archive) -> Result<(), String> {
 
 /// Fetch one segment into the queue (decompressed, checked, renamed into place).
 async fn fetch_one(archive: &Archive, spool: &Spool, name: &WalName) -> Result<(), ArchiveError> {
+    // Tells archive-get to wait for this segment instead of fetching it too.
+    let _marker = spool.fetching(name);
     let context = archive.call(Instant::now());
     context
         .within_deadline(async {

@@ -278,6 +278,22 @@ impl Spool {
         })
     }
 
+    fn fetching_path(&self, wal: &WalName) -> PathBuf {
+        self.in_dir().join(format!(".{wal}.fetching.tmp"))
+    }
+
+    /// Mark `wal` as being fetched until the returned guard is dropped.
+    pub fn fetching(&self, wal: &WalName) -> FetchingMarker {
+        let path = self.fetching_path(wal);
+        let _ = File::create(&path);
+        FetchingMarker { path }
+    }
+
+    /// Is the prefetcher fetching `wal` now?
+    pub fn is_fetching(&self, wal: &WalName) -> bool {
+        self.fetching_path(wal).exists()
+    }
+
     /// Where a prefetched file goes once checked.
     pub fn queue_path(&self, wal: &WalName, sha256: &str) -> PathBuf {
         self.in_dir().join(format!("{wal}-{sha256}"))
@@ -344,6 +360,18 @@ impl Spool {
             Err(TryLockError::WouldBlock) => Ok(None),
             Err(TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+/// Removes its "being fetched" marker when dropped.
+#[derive(Debug)]
+pub struct FetchingMarker {
+    path: PathBuf,
+}
+
+impl Drop for FetchingMarker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -500,7 +528,13 @@ mod tests {
                 .unwrap(),
             1
         );
+        let marker = spool.fetching(&wal("000000010000000000000006"));
+        assert!(spool.is_fetching(&wal("000000010000000000000006")));
+        drop(marker);
+        assert!(!spool.is_fetching(&wal("000000010000000000000006")));
+        std::mem::forget(spool.fetching(&wal("000000010000000000000007")));
         spool.remove_queue_temporaries().unwrap();
+        assert!(!spool.is_fetching(&wal("000000010000000000000007")));
         assert_eq!(spool.queued().unwrap().len(), 1);
         assert_eq!(std::fs::read_dir(spool.in_dir()).unwrap().count(), 2);
 

@@ -46,8 +46,8 @@ pub struct Entry {
     /// parts), and of its own parts.
     pub repo_size: u64,
     pub repo_delta: u64,
-    /// Page checksum failures were seen while copying (always false for
-    /// now: pgpilot does not check page checksums yet).
+    /// Pages failed their checksum in files of this backup (copied by it,
+    /// or referred to in an earlier backup): the manifest names them.
     pub error: bool,
 }
 
@@ -75,7 +75,7 @@ impl Entry {
             delta: m.delta_size(),
             repo_size,
             repo_delta: m.stored_size(),
-            error: false,
+            error: m.error,
         }
     }
 

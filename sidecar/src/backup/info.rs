@@ -6,10 +6,19 @@
 //! `label`, `type`, `prior`, `reference`, `lsn.start/stop`,
 //! `timestamp.start/stop` (epoch seconds), `archive.start/stop`,
 //! `info.size/delta`, `info.repository.size/delta` and `error`.
+//!
+//! A backup whose `error` is set holds pages that failed their checksum
+//! when copied: the text output names the files and blocks under the
+//! table, the JSON adds `error-list` (the files, as pgBackRest) and
+//! `page-errors` (files, blocks, counts), read from its manifest.
 
 use serde_json::{json, Value};
 
+use std::collections::BTreeMap;
+
 use super::catalog::{Catalog, Entry};
+use super::manifest::{self, Manifest};
+use super::pagecheck::describe_blocks;
 use super::progress::mib;
 use super::walrange::Archive;
 use super::{code, ConfigArg, Context, Result};
@@ -68,6 +77,9 @@ pub struct Report {
     pub system_identifier: Option<String>,
     pub pg_version: Option<String>,
     pub wal_min_max: Option<(String, String)>,
+    /// For each backup flagged `error`: its files with damaged pages, or
+    /// why its manifest could not be read.
+    pub page_errors: BTreeMap<String, std::result::Result<Vec<manifest::File>, String>>,
 }
 
 pub async fn gather(context: &Context) -> Result<Report> {
@@ -83,11 +95,20 @@ pub async fn gather(context: &Context) -> Result<Report> {
     let archive = Archive::list(storage, &context.layout, segment_size)
         .await
         .map_err(|e| context.repo_err(e))?;
+    let mut page_errors = BTreeMap::new();
+    for entry in catalog.backups.iter().filter(|b| b.error) {
+        let files = Manifest::load(storage, &context.layout, &entry.label)
+            .await
+            .map(|m| m.damaged_files().cloned().collect())
+            .map_err(|e| format!("its manifest cannot be read: {e}"));
+        page_errors.insert(entry.label.clone(), files);
+    }
     Ok(Report {
         system_identifier: stored.as_ref().map(|s| s.system_identifier.clone()),
         pg_version: stored.as_ref().map(|s| s.pg_version.clone()),
         wal_min_max: archive.min_max(segment_size),
         catalog,
+        page_errors,
     })
 }
 
@@ -114,6 +135,42 @@ pub fn backup_json(b: &Entry) -> Value {
         "backup-standby": b.from_standby,
         "error": b.error,
     })
+}
+
+/// Add `error-list` and `page-errors` to a flagged backup's JSON.
+fn with_page_errors(
+    mut backup: Value,
+    errors: Option<&std::result::Result<Vec<manifest::File>, String>>,
+) -> Value {
+    let Some(object) = backup.as_object_mut() else {
+        return backup;
+    };
+    match errors {
+        None => {}
+        Some(Ok(files)) => {
+            object.insert(
+                "error-list".into(),
+                json!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>()),
+            );
+            object.insert(
+                "page-errors".into(),
+                json!(files
+                    .iter()
+                    .map(|f| json!({
+                        "file": f.path,
+                        "blocks": f.checksum_errors,
+                        "count": f.checksum_error_count,
+                        "stored-by": f.reference,
+                    }))
+                    .collect::<Vec<_>>()),
+            );
+        }
+        Some(Err(why)) => {
+            object.insert("error-list".into(), Value::Null);
+            object.insert("page-errors".into(), json!({ "unavailable": why }));
+        }
+    }
+    backup
 }
 
 fn to_json(context: &Context, report: &Report, backups: &[&Entry]) -> Value {
@@ -146,7 +203,10 @@ fn to_json(context: &Context, report: &Report, backups: &[&Entry]) -> Value {
         "cipher": "none",
         "db": db,
         "archive": archive,
-        "backup": backups.iter().map(|b| backup_json(b)).collect::<Vec<_>>(),
+        "backup": backups
+            .iter()
+            .map(|b| with_page_errors(backup_json(b), report.page_errors.get(&b.label)))
+            .collect::<Vec<_>>(),
         "repo": [{
             "key": 1,
             "cipher": "none",
@@ -232,5 +292,73 @@ fn to_text(context: &Context, report: &Report, backups: &[&Entry]) -> String {
     for row in rows {
         out.push_str(&line(row));
     }
+    for b in backups.iter().filter(|b| b.error) {
+        out.push_str(&page_error_text(&b.label, report.page_errors.get(&b.label)));
+    }
     out
+}
+
+/// The lines under the table for a backup flagged `error`.
+fn page_error_text(
+    label: &str,
+    errors: Option<&std::result::Result<Vec<manifest::File>, String>>,
+) -> String {
+    match errors {
+        Some(Ok(files)) => {
+            let mut out = format!(
+                "backup {label}: error(s) detected during backup: pages failed their checksum \
+                 in {} file(s):\n",
+                files.len()
+            );
+            for f in files {
+                out.push_str(&format!(
+                    "  {}: blocks {}{}\n",
+                    f.path,
+                    describe_blocks(&f.checksum_errors, f.checksum_error_count),
+                    f.reference
+                        .as_ref()
+                        .map(|r| format!(" (copy stored by {r})"))
+                        .unwrap_or_default()
+                ));
+            }
+            out
+        }
+        Some(Err(why)) => format!(
+            "backup {label}: error(s) detected during backup (pages failed their checksum); \
+             {why}\n"
+        ),
+        None => format!("backup {label}: error(s) detected during backup\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::manifest::tests::sample;
+
+    #[test]
+    fn flagged_backups_name_their_damaged_files() {
+        let mut m = sample();
+        m.error = true;
+        m.files[1].checksum_errors = vec![1, 2, 3, 9];
+        m.files[1].checksum_error_count = 4;
+        m.files[1].reference = Some("20250101-000000F".into());
+        let files: Vec<manifest::File> = m.damaged_files().cloned().collect();
+        let text = page_error_text(&m.label, Some(&Ok(files.clone())));
+        assert!(text.contains("error(s) detected during backup"), "{text}");
+        assert!(
+            text.contains("  base/1/1: blocks 1-3, 9 (copy stored by 20250101-000000F)"),
+            "{text}"
+        );
+        let entry = super::super::catalog::Entry::from_manifest(&m, 1);
+        assert!(entry.error);
+        let value = with_page_errors(backup_json(&entry), Some(&Ok(files)));
+        assert_eq!(value["error"], json!(true));
+        assert_eq!(value["error-list"], json!(["base/1/1"]));
+        assert_eq!(value["page-errors"][0]["blocks"], json!([1, 2, 3, 9]));
+        assert_eq!(value["page-errors"][0]["count"], json!(4));
+        // A clean backup gets neither key.
+        let clean = with_page_errors(backup_json(&entry), None);
+        assert!(clean.get("error-list").is_none());
+    }
 }

@@ -15,7 +15,8 @@
 //!   "links":[{"path":"pg_tblspc/16400","target":"/srv/ts1"}],
 //!   "files":[{"path":"base/5/1259","size":90112,"mtime":1767259800,"mtime_ns":12,
 //!             "mode":384,"sha256":"...","reference":null,
-//!             "pieces":[{"part":0,"offset":0,"len":90112}]}, ...]}}
+//!             "pieces":[{"part":0,"offset":0,"len":90112}]}, ...],
+//!   "page_checksums":true,"error":false}}
 //! ```
 //!
 //! A file's data is in one or more *pieces*, each one tar entry of a data
@@ -27,6 +28,14 @@
 //! [`pieces_sha256`]). A file stored whole (entry named `<path>`) has the
 //! SHA-256 of its content.
 //! The `sha256` of the envelope covers the manifest's exact text.
+//!
+//! With data checksums on, the backup verifies the pages of relation files
+//! as it copies them ([`super::pagecheck`]): a file with pages that failed
+//! lists their blocks in `checksum_errors` (`checksum_error_count` counts
+//! them all), and the manifest's `error` is set; the data is stored as it
+//! was read. A file an incremental refers to keeps the list of the copy it
+//! refers to. Manifests written before these fields read as "not checked,
+//! no error".
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -102,6 +111,14 @@ pub struct Manifest {
     pub directories: Vec<Dir>,
     pub links: Vec<Link>,
     pub files: Vec<File>,
+    /// The pages of relation files were verified against their checksums
+    /// while copied (the cluster has data checksums).
+    #[serde(default)]
+    pub page_checksums: bool,
+    /// A file of this backup (copied by it or referred to) holds pages
+    /// that failed their checksum: see the files' `checksum_errors`.
+    #[serde(default)]
+    pub error: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +157,17 @@ pub struct File {
     /// The backup whose parts hold the data; `None`: this one.
     pub reference: Option<String>,
     pub pieces: Vec<Piece>,
+    /// Blocks whose page failed its checksum when the file was copied,
+    /// ascending, at most [`super::pagecheck::MAX_LISTED`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksum_errors: Vec<u32>,
+    /// How many pages failed in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub checksum_error_count: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +196,11 @@ impl File {
         }
     }
 
+    /// Pages of the stored copy failed their checksum.
+    pub fn has_page_errors(&self) -> bool {
+        self.checksum_error_count > 0
+    }
+
     /// The SHA-256 piece `index` must have.
     pub fn piece_sha256(&self, index: usize) -> &str {
         match self.pieces.get(index).and_then(|p| p.sha256.as_deref()) {
@@ -189,6 +222,11 @@ impl Manifest {
 
     pub fn stop_lsn(&self) -> u64 {
         super::walrange::parse_lsn(&self.stop_lsn).unwrap_or(0)
+    }
+
+    /// The files holding pages that failed their checksum.
+    pub fn damaged_files(&self) -> impl Iterator<Item = &File> {
+        self.files.iter().filter(|f| f.has_page_errors())
     }
 
     /// Sum of the file sizes.
@@ -288,6 +326,15 @@ impl Manifest {
                     file.path
                 ));
             }
+            if (file.checksum_error_count as usize) < file.checksum_errors.len() {
+                return Err(format!(
+                    "{}: lists more damaged pages than it counts",
+                    file.path
+                ));
+            }
+        }
+        if self.error != self.damaged_files().next().is_some() {
+            return Err("the error flag does not match the files' page checksum errors".into());
         }
         Ok(())
     }
@@ -492,6 +539,8 @@ pub(crate) mod tests {
                         len: 3,
                         sha256: None,
                     }],
+                    checksum_errors: vec![],
+                    checksum_error_count: 0,
                 },
                 File {
                     path: "base/1/1".into(),
@@ -515,8 +564,12 @@ pub(crate) mod tests {
                             sha256: Some(sha.clone()),
                         },
                     ],
+                    checksum_errors: vec![],
+                    checksum_error_count: 0,
                 },
             ],
+            page_checksums: true,
+            error: false,
         };
         m.files[1].sha256 = pieces_sha256(&m.files[1].pieces);
         m
@@ -564,5 +617,37 @@ pub(crate) mod tests {
         assert!(m.validate().is_err());
         m.reference.push("20250101-000000F".into());
         m.validate().unwrap();
+        // Page checksum errors and the backup's flag go together.
+        let mut m = sample();
+        m.files[1].checksum_errors = vec![1, 4];
+        m.files[1].checksum_error_count = 2;
+        assert!(m.validate().is_err());
+        m.error = true;
+        m.validate().unwrap();
+        m.files[1].checksum_error_count = 1;
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn manifests_without_page_check_fields_still_load() {
+        // Written before page checks: no page_checksums, error or
+        // checksum_errors keys.
+        let mut value = serde_json::to_value(sample()).unwrap();
+        let object = value.as_object_mut().unwrap();
+        object.remove("page_checksums");
+        object.remove("error");
+        let text = value.to_string();
+        assert!(!text.contains("checksum_error"));
+        let old: Manifest = serde_json::from_str(&text).unwrap();
+        assert!(!old.page_checksums && !old.error);
+        old.validate().unwrap();
+        // A damaged file round-trips its list.
+        let mut m = sample();
+        m.error = true;
+        m.files[0].checksum_errors = vec![3];
+        m.files[0].checksum_error_count = 7;
+        let back: Manifest = unseal(&seal(&m)).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(back.damaged_files().count(), 1);
     }
 }

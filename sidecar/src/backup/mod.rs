@@ -8,6 +8,7 @@
 //! | [`take`] | `pgpilot backup`: the SQL session, the order of steps, the catalog |
 //! | [`pipeline`] | the backup's data path: read + hash, compress, upload in parallel |
 //! | [`walk`] | which files of the data directory a backup holds |
+//! | [`pagecheck`] | PostgreSQL's page checksums, verified while a backup copies |
 //! | [`restore`] | `pgpilot restore`: choice of backup, the order of steps |
 //! | [`datadir`] | the restore's target directory: checks, `--delta`, tree, last steps, undo |
 //! | [`recovery`] | the recovery settings written into `postgresql.auto.conf` |
@@ -37,7 +38,9 @@ pub mod extract;
 pub mod info;
 pub mod lineage;
 pub mod manifest;
+pub mod pagecheck;
 pub mod pipeline;
+pub mod place;
 pub mod progress;
 pub mod recovery;
 pub mod restore;
@@ -50,7 +53,6 @@ pub mod verify;
 pub mod walk;
 pub mod walrange;
 pub mod watch;
-pub mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -15,17 +15,27 @@
 //! stages keep memory near `(2N + 2) × part_target`. Each stored part is a
 //! whole object in memory, so a failed upload is simply sent again.
 //!
+//! With data checksums on, the compressors also verify the pages of
+//! relation files ([`super::pagecheck`]) while they hash them, page by
+//! page (the page is still in the CPU cache for the second pass, and the
+//! work is spread over the N threads instead of slowing the one reader).
+//! So that every piece of a relation file starts on a page boundary, the
+//! reader cuts those files at multiples of 8 KiB. A page that fails is
+//! read again from the file; what still fails is recorded per file.
+//!
 //! For an incremental backup, a file whose size and modification time
 //! match the prior backup's is read and hashed; if its SHA-256 (of each
 //! piece, for a file cut into pieces) matches too, the new manifest refers
 //! to the stored copy instead of storing it again (the hash costs a read,
 //! not a compression and an upload, and it makes the reference exact even
 //! if a modification time was preserved by a tool or fell in the same
-//! clock tick as a write).
+//! clock tick as a write). Such a reference keeps the page checksum
+//! errors recorded for the stored copy: it is the same content.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
@@ -34,6 +44,7 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
 use super::manifest::{self, Piece};
+use super::pagecheck::{self, PageCheck, Tally, PAGE_SIZE};
 use super::progress::Counter;
 use super::tar;
 use super::walk::LocalFile;
@@ -71,6 +82,8 @@ pub struct Input {
     pub part_target: usize,
     pub level: i32,
     pub parallelism: usize,
+    /// Verify the pages of relation files (the cluster has data checksums).
+    pub page_check: Option<PageCheck>,
 }
 
 pub struct Output {
@@ -81,12 +94,124 @@ pub struct Output {
     pub copied_bytes: u64,
     pub referenced_bytes: u64,
     pub referenced_files: usize,
+    /// The pages judged in the copied files (all zero without page checks).
+    pub pages: Tally,
+}
+
+/// The page checks of one run: which files hold pages, and what the
+/// compressors found.
+struct PageChecks {
+    check: PageCheck,
+    /// By file index: where to read the file again and its first block
+    /// number (segment × blocks per segment); `None`: not a relation file.
+    files: Vec<Option<(PathBuf, u64)>>,
+    found: Mutex<Found>,
+}
+
+#[derive(Default)]
+struct Found {
+    tally: Tally,
+    /// By file index: the lowest damaged blocks and how many there are.
+    damaged: HashMap<usize, (BTreeSet<u32>, u64)>,
+}
+
+impl PageChecks {
+    fn new(check: PageCheck, files: &[LocalFile]) -> PageChecks {
+        let files = files
+            .iter()
+            .map(|f| {
+                super::walk::relation_segment(&f.path).map(|segment| {
+                    (
+                        f.abs.clone(),
+                        u64::from(segment) * u64::from(check.blocks_per_segment),
+                    )
+                })
+            })
+            .collect();
+        PageChecks {
+            check,
+            files,
+            found: Mutex::new(Found::default()),
+        }
+    }
+
+    fn is_relation(&self, file: usize) -> bool {
+        self.files.get(file).is_some_and(|f| f.is_some())
+    }
+
+    /// Hash a piece (`data`, at `offset` in file `file`) and verify its
+    /// pages as it goes.
+    fn hash_and_check(&self, file: usize, offset: u64, data: &[u8]) -> String {
+        let target = self.files.get(file).and_then(|f| f.as_ref());
+        let Some((path, first_block)) = target.filter(|_| offset.is_multiple_of(PAGE_SIZE as u64))
+        else {
+            return to_hex(&Sha256::digest(data));
+        };
+        let mut hasher = Sha256::new();
+        let mut tally = Tally::default();
+        let mut damaged = Vec::new();
+        for (i, page) in data.chunks(PAGE_SIZE).enumerate() {
+            hasher.update(page);
+            let at = offset + (i * PAGE_SIZE) as u64;
+            // PostgreSQL's block numbers are 32-bit.
+            let block = (first_block + at / PAGE_SIZE as u64) as u32;
+            damaged.extend(pagecheck::check_pages(
+                page,
+                block,
+                self.check.lsn_limit,
+                &mut tally,
+                |_| read_page_again(path, at, page),
+            ));
+        }
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.tally.add(tally);
+        if !damaged.is_empty() {
+            let (blocks, count) = found.damaged.entry(file).or_default();
+            *count += damaged.len() as u64;
+            blocks.extend(damaged);
+            while blocks.len() > pagecheck::MAX_LISTED {
+                blocks.pop_last();
+            }
+        }
+        to_hex(&hasher.finalize())
+    }
+
+    fn take(&self) -> Found {
+        std::mem::take(&mut *self.found.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The page at `at` in `path`, read again. `None` when it is gone (the
+/// relation was dropped or truncated since: WAL replay does the same);
+/// on any other error the copy stands, and counts if it failed.
+fn read_page_again(path: &Path, at: u64, copy: &[u8]) -> Option<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let gone = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
+        )
+    };
+    let mut page = vec![0u8; PAGE_SIZE];
+    match std::fs::File::open(path).and_then(|f| f.read_exact_at(&mut page, at)) {
+        Ok(()) => Some(page),
+        Err(e) if gone(&e) => None,
+        Err(e) => {
+            tracing::warn!(
+                "cannot read {} again at offset {at} to check a page: {e}",
+                path.display()
+            );
+            Some(copy.to_vec())
+        }
+    }
 }
 
 /// A tar entry in a part buffer.
 struct EntryRef {
     file: usize,
     piece: usize,
+    /// Where in the file the piece starts.
+    offset: u64,
     data: Range<usize>,
 }
 
@@ -143,6 +268,10 @@ pub async fn run(
     // Emptied part buffers go back to the reader.
     let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
 
+    let checks = input
+        .page_check
+        .map(|check| Arc::new(PageChecks::new(check, &input.files)));
+
     // Compressors.
     let part_rx = Arc::new(Mutex::new(part_rx));
     let mut compressors = Vec::new();
@@ -150,8 +279,9 @@ pub async fn run(
         let rx = part_rx.clone();
         let tx = up_tx.clone();
         let level = input.level;
+        let checks = checks.clone();
         compressors.push(tokio::task::spawn_blocking(move || {
-            compress_loop(&rx, &tx, level)
+            compress_loop(&rx, &tx, level, checks.as_deref())
         }));
     }
     drop(up_tx);
@@ -164,12 +294,16 @@ pub async fn run(
         ..
     } = input;
     let reader_abort = abort.clone();
+    let aligned: Vec<bool> = (0..files.len())
+        .map(|i| checks.as_ref().is_some_and(|c| c.is_relation(i)))
+        .collect();
     let reader = tokio::task::spawn_blocking(move || {
         let mut reader = Reader {
             builder: PartBuilder::new(part_target, part_tx, spare_rx),
             counter,
             abort: reader_abort,
             scratch: Vec::new(),
+            aligned,
         };
         let outcomes = reader.read_all(&files, parent.as_ref());
         (files, outcomes)
@@ -266,7 +400,8 @@ pub async fn run(
     if let Some(e) = failure {
         return Err(e);
     }
-    assemble(files, outcomes, parts, piece_hashes)
+    let found = checks.map(|c| c.take()).unwrap_or_default();
+    assemble(files, outcomes, parts, piece_hashes, found)
 }
 
 fn assemble(
@@ -274,6 +409,7 @@ fn assemble(
     outcomes: Vec<Outcome>,
     mut parts: Vec<manifest::Part>,
     piece_hashes: Vec<(usize, usize, String)>,
+    mut found: Found,
 ) -> Result<Output> {
     let mut hashes: HashMap<(usize, usize), String> = piece_hashes
         .into_iter()
@@ -285,6 +421,7 @@ fn assemble(
         copied_bytes: 0,
         referenced_bytes: 0,
         referenced_files: 0,
+        pages: found.tally,
     };
     for (idx, (local, outcome)) in files.into_iter().zip(outcomes).enumerate() {
         match outcome {
@@ -324,6 +461,7 @@ fn assemble(
                         None => to_hex(&Sha256::digest(b"")),
                     }
                 };
+                let (damaged, count) = found.damaged.remove(&idx).unwrap_or_default();
                 out.files.push(manifest::File {
                     path: local.path,
                     size,
@@ -333,6 +471,8 @@ fn assemble(
                     sha256,
                     reference: None,
                     pieces: list,
+                    checksum_errors: damaged.into_iter().collect(),
+                    checksum_error_count: count,
                 });
             }
         }
@@ -346,6 +486,7 @@ fn compress_loop(
     rx: &Mutex<Receiver<PartJob>>,
     tx: &tokio::sync::mpsc::Sender<Compressed>,
     level: i32,
+    checks: Option<&PageChecks>,
 ) -> std::result::Result<(), String> {
     let mut compressor = zstd::bulk::Compressor::new(level).map_err(|e| e.to_string())?;
     compressor
@@ -365,11 +506,12 @@ fn compress_loop(
             .entries
             .iter()
             .map(|e| {
-                (
-                    e.file,
-                    e.piece,
-                    to_hex(&Sha256::digest(&job.buf[e.data.clone()])),
-                )
+                let data = &job.buf[e.data.clone()];
+                let sha = match checks {
+                    Some(checks) => checks.hash_and_check(e.file, e.offset, data),
+                    None => to_hex(&Sha256::digest(data)),
+                };
+                (e.file, e.piece, sha)
             })
             .collect();
         out.clear();
@@ -452,6 +594,9 @@ struct Reader {
     counter: Counter,
     abort: Arc<AtomicBool>,
     scratch: Vec<u8>,
+    /// By file index: cut into pieces on page boundaries (relation files
+    /// whose pages are checked).
+    aligned: Vec<bool>,
 }
 
 /// What to read a file from: the file, or bytes read ahead (pg_control).
@@ -583,6 +728,12 @@ impl Reader {
             self.builder.ship()?;
         }
         let split = header_len(&local.path) + local.size as usize > self.builder.space();
+        // Pieces of a checked relation file hold whole pages.
+        let unit = if self.aligned.get(idx).copied().unwrap_or(false) {
+            PAGE_SIZE
+        } else {
+            tar::BLOCK
+        };
         let mut pieces = Vec::new();
         let mut offset = 0u64;
         loop {
@@ -595,13 +746,17 @@ impl Reader {
                 local.path.clone()
             };
             let hlen = header_len(&name);
-            if self.builder.space() < hlen + tar::BLOCK {
+            if self.builder.space() < hlen + unit {
                 self.builder.ship()?;
             }
             let header_at = self.builder.buf.len();
             self.builder.buf.resize(header_at + hlen, 0);
             let data_at = self.builder.buf.len();
-            let want = ((local.size - offset) as usize).min(self.builder.space().max(tar::BLOCK));
+            let left = (local.size - offset) as usize;
+            let mut want = left.min(self.builder.space().max(unit));
+            if want < left {
+                want -= want % unit;
+            }
             let got = read_up_to(&mut source, &mut self.builder.buf, want).map_err(failed)?;
             if got == 0 {
                 // The file shrank (PostgreSQL truncated it): it ends here.
@@ -615,6 +770,7 @@ impl Reader {
             self.builder.entries.push(EntryRef {
                 file: idx,
                 piece: pieces.len(),
+                offset,
                 data: data_at..data_at + got,
             });
             pieces.push((self.builder.index, offset, got as u64));

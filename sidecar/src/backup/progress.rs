@@ -75,7 +75,8 @@ impl Progress {
                 let tick = Duration::from_millis(if on_tty { 200 } else { 500 });
                 let mut last_log = Instant::now();
                 while !worker.stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(tick);
+                    // Woken early by `stop`, so that finishing does not wait a tick.
+                    std::thread::park_timeout(tick);
                     if worker.stop.load(Ordering::Relaxed) {
                         break;
                     }
@@ -126,6 +127,7 @@ impl Progress {
     fn stop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

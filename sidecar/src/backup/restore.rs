@@ -11,8 +11,8 @@
 //!    remove what the backup does not have.
 //! 4. Directories, links (tablespaces), then every file from the data parts
 //!    in parallel, each byte checked against the manifest's SHA-256 as it
-//!    is written ([`super::extract`]). `global/pg_control` goes to a
-//!    temporary name.
+//!    is written ([`super::extract`]; large files go to disk with direct
+//!    I/O, [`super::place`]). `global/pg_control` goes to a temporary name.
 //! 5. Any mismatch: stop, remove what was written (an empty directory
 //!    stays empty), report the damaged files. Exit 4.
 //! 6. All verified: write backup_label, tablespace_map, the recovery
@@ -549,9 +549,9 @@ async fn write_all(
         .sum();
     let progress = Progress::start(&format!("restore {}", manifest.label), to_write);
     let counter = progress.counter();
-    // Empty files have no piece: create them here. The others are created
-    // by the workers (a --delta restore removed the ones it replaces).
-    {
+    // Empty files have no piece: create them here, while the workers
+    // write the others (a --delta restore removed the ones it replaces).
+    let empty_files = {
         let manifest = manifest.clone();
         let data_dir = data_dir.clone();
         let to_write = prepared.to_write.clone();
@@ -572,9 +572,7 @@ async fn write_all(
             }
             Ok::<(), BackupError>(())
         })
-        .await
-        .map_err(|e| BackupError::Internal(e.to_string()))??;
-    }
+    };
     let paths: Arc<Vec<PathBuf>> = Arc::new(
         manifest
             .files
@@ -582,18 +580,26 @@ async fn write_all(
             .map(|f| dest_path(&data_dir, &f.path))
             .collect(),
     );
-    let writers = super::writer::Writers::start(context.backup.parallelism, paths);
-    let writer = writers.writer();
+    let placer = Arc::new(super::place::Placer::new(
+        paths,
+        prepared
+            .to_write
+            .iter()
+            .map(|i| (*i, manifest.files[*i].size)),
+        true, // direct I/O where the file system takes it
+    ));
     let work_manifest = manifest.clone();
     let problems = extract::run_parts(
         context.storage.clone(),
         &context.layout,
         jobs,
-        context.backup.parallelism,
+        // One more worker than `parallelism`, so that a worker waiting for
+        // its direct write does not leave a core idle.
+        context.backup.parallelism + 1,
         true,
         move |key, bytes, job| {
             let mut sink =
-                |file_idx: usize, offset: u64, data: &[u8]| writer.write(file_idx, offset, data);
+                |file_idx: usize, offset: u64, data: &[u8]| placer.write(file_idx, offset, data);
             extract::read_part(
                 key,
                 bytes,
@@ -605,11 +611,11 @@ async fn write_all(
         },
     )
     .await;
-    let written = tokio::task::spawn_blocking(move || writers.finish())
+    let empty_files = empty_files
         .await
         .map_err(|e| BackupError::Internal(e.to_string()))?;
     let problems = problems?;
-    written.map_err(BackupError::Local)?;
+    empty_files?;
     let write_time = progress.elapsed();
     progress.finish();
     tracing::info!(

@@ -1,12 +1,13 @@
 //! The data path without PostgreSQL: files → pipeline → parts in a posix
 //! repository → extract, with tiny parts so that files are cut into
-//! pieces, and an incremental pass on top.
+//! pieces, and an incremental pass on top; page checks on relation files.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::extract;
 use super::manifest::{self, BackupType, Compression, Manifest};
+use super::pagecheck::{self, PageCheck, PAGE_SIZE};
 use super::pipeline::{self, ParentIndex};
 use super::progress::Progress;
 use super::walk;
@@ -60,6 +61,8 @@ fn manifest_of(label: &str, out: pipeline::Output, prior: Option<&Manifest>) -> 
         parts: out.parts,
         directories: Vec::new(),
         links: Vec::new(),
+        page_checksums: false,
+        error: out.files.iter().any(|f| f.has_page_errors()),
         files: out.files,
     }
 }
@@ -70,6 +73,7 @@ async fn backup(
     data: &std::path::Path,
     label: &str,
     parent: Option<&Manifest>,
+    page_check: Option<PageCheck>,
 ) -> Manifest {
     let listing = walk::walk(data).unwrap();
     let progress = Progress::start("test", 1);
@@ -83,6 +87,7 @@ async fn backup(
             part_target: 64 * 1024,
             level: 1,
             parallelism: 3,
+            page_check,
         },
         progress.counter(),
     )
@@ -154,7 +159,7 @@ async fn files_survive_the_round_trip_and_damage_is_named() {
 
     let storage: Arc<dyn Storage> = Arc::new(PosixStorage::open(repo.path()).unwrap());
     let layout = Layout::new("t");
-    let full = backup(storage.clone(), &layout, d, "F", None).await;
+    let full = backup(storage.clone(), &layout, d, "F", None, None).await;
     assert!(full.parts.len() > 5, "{} parts", full.parts.len());
     let big = full.files.iter().find(|f| f.path == "base/1/big").unwrap();
     assert!(big.pieces.len() >= 4 && big.is_split());
@@ -169,7 +174,7 @@ async fn files_survive_the_round_trip_and_damage_is_named() {
     expected.insert("base/1/new".into(), pseudo(70_000, 9));
     std::fs::remove_file(d.join("base/1/small4")).unwrap();
     expected.remove("base/1/small4");
-    let incr = backup(storage.clone(), &layout, d, "F_I", Some(&full)).await;
+    let incr = backup(storage.clone(), &layout, d, "F_I", Some(&full), None).await;
     let copied: Vec<&str> = incr
         .files
         .iter()
@@ -204,6 +209,107 @@ async fn files_survive_the_round_trip_and_damage_is_named() {
         problems.iter().any(|p| p.path.is_some()),
         "no file named: {problems:?}"
     );
+}
+
+#[tokio::test]
+async fn damaged_pages_are_found_across_pieces_and_segments() {
+    use pagecheck::tests::valid_page;
+    let repo = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let write = |path: &str, bytes: &[u8]| {
+        let full = d.join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, bytes).unwrap();
+    };
+    // Files of odd sizes first, so that the relation files start at
+    // offsets of the parts that are not page-aligned.
+    write("PG_VERSION", b"15\n");
+    write("base/5/PG_VERSION", b"15\n");
+    write("base/5/pg_filenode.map", &pseudo(512, 5)); // not pages: never judged
+    let lsn_limit = 0x9000;
+    let relation = |first_block: u32, pages: u32, damaged: &[u32], recent: &[u32]| {
+        let mut bytes = Vec::new();
+        for block in first_block..first_block + pages {
+            let lsn = if recent.contains(&block) {
+                lsn_limit
+            } else {
+                0x100
+            };
+            let mut page = valid_page(block, lsn, block as u8);
+            if damaged.contains(&block) || recent.contains(&block) {
+                page[5000] ^= 0x40;
+            }
+            bytes.extend(page);
+        }
+        bytes
+    };
+    // 20 pages over 64 KiB parts: cut into pieces. Block 9 damaged, block
+    // 12 torn but written after the backup's start (left to WAL replay).
+    write("base/5/16384", &relation(0, 20, &[9], &[12]));
+    let mut with_new_page = relation(0, 2, &[], &[]);
+    with_new_page.extend(vec![0u8; PAGE_SIZE]);
+    write("base/5/16385", &with_new_page);
+    // Segment 1 with 16 blocks per segment: blocks 16..21, 18 damaged.
+    write("base/5/16384.1", &relation(16, 5, &[18], &[]));
+    write("global/1262", &relation(0, 1, &[0], &[]));
+    let check = PageCheck {
+        lsn_limit,
+        blocks_per_segment: 16,
+    };
+
+    let storage: Arc<dyn Storage> = Arc::new(PosixStorage::open(repo.path()).unwrap());
+    let layout = Layout::new("t");
+    let full = backup(storage.clone(), &layout, d, "F", None, Some(check)).await;
+    let errors = |m: &Manifest, path: &str| {
+        let f = m.files.iter().find(|f| f.path == path).unwrap();
+        (f.checksum_errors.clone(), f.checksum_error_count)
+    };
+    assert!(full.error);
+    assert_eq!(errors(&full, "base/5/16384"), (vec![9], 1));
+    assert_eq!(errors(&full, "base/5/16384.1"), (vec![18], 1));
+    assert_eq!(errors(&full, "global/1262"), (vec![0], 1));
+    assert_eq!(errors(&full, "base/5/16385"), (vec![], 0));
+    assert_eq!(errors(&full, "base/5/pg_filenode.map"), (vec![], 0));
+    let big = full
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16384")
+        .unwrap();
+    assert!(big.pieces.len() >= 3, "{:?}", big.pieces);
+    assert!(
+        big.pieces
+            .iter()
+            .all(|p| p.offset.is_multiple_of(PAGE_SIZE as u64)),
+        "pieces of a relation file start on page boundaries: {:?}",
+        big.pieces
+    );
+    // The data is stored as read, damaged pages included.
+    let (restored, problems) = extract_all(storage.clone(), &layout, &full).await;
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(
+        restored["base/5/16384"],
+        std::fs::read(d.join("base/5/16384")).unwrap()
+    );
+
+    // An incremental that refers to the unchanged damaged file keeps its
+    // list; a file rewritten without damage loses it.
+    write("global/1262", &relation(0, 1, &[], &[]));
+    let incr = backup(storage.clone(), &layout, d, "F_I", Some(&full), Some(check)).await;
+    let referred = incr
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16384")
+        .unwrap();
+    assert_eq!(referred.reference.as_deref(), Some("F"));
+    assert_eq!(errors(&incr, "base/5/16384"), (vec![9], 1));
+    assert_eq!(errors(&incr, "global/1262"), (vec![], 0));
+    assert!(incr.error);
+
+    // Without page checks nothing is judged.
+    let unchecked = backup(storage.clone(), &layout, d, "G", None, None).await;
+    assert!(!unchecked.error);
+    assert_eq!(unchecked.damaged_files().count(), 0);
 }
 
 #[test]

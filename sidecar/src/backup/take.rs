@@ -4,7 +4,10 @@
 //!    the repository's identity; nothing is written for another cluster.
 //! 2. `pg_backup_start(label, fast)` on one session, held open.
 //! 3. List the data directory and stream it into compressed tar parts,
-//!    uploaded in parallel ([`super::pipeline`]).
+//!    uploaded in parallel ([`super::pipeline`]); with data checksums on,
+//!    verify the pages of relation files on the way ([`super::pagecheck`]).
+//!    Damaged pages do not fail the backup (like pgBackRest): they are
+//!    logged, listed in the manifest and flag the backup (`error`).
 //! 4. `pg_backup_stop()`: the backup_label and tablespace_map to store.
 //! 5. Wait until every WAL segment from the start to the stop position is
 //!    in the repository (`backup.archive_timeout`, exit 82 after that).
@@ -19,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::catalog::{self, Catalog};
 use super::manifest::{self, BackupType, Compression, LoadError, Manifest};
+use super::pagecheck::{self, PageCheck};
 use super::pipeline::{self, ParentIndex};
 use super::progress::{self, Progress};
 use super::session::{self, Session};
@@ -184,6 +188,7 @@ async fn run_backup(
     let start_time_us = super::now_micros();
     let start_lsn = session.start(label).await?;
     tracing::info!("backup start LSN {}", format_lsn(start_lsn));
+    let page_check = page_check(session, start_lsn).await?;
 
     // 3. The files.
     let dir = config.postgresql.data_dir.clone();
@@ -204,6 +209,7 @@ async fn run_backup(
             part_target: part_target(context),
             level: context.backup.compression_level,
             parallelism: context.backup.parallelism,
+            page_check,
         },
         progress.counter(),
     )
@@ -221,6 +227,9 @@ async fn run_backup(
         output.parts.len(),
         copy_time.as_secs_f64()
     );
+    if page_check.is_some() {
+        report_pages(&output);
+    }
 
     // 4. Stop.
     let stopped = session.stop().await?;
@@ -302,6 +311,8 @@ async fn run_backup(
         parts: output.parts,
         directories: listing.directories,
         links: listing.links,
+        page_checksums: page_check.is_some(),
+        error: output.files.iter().any(|f| f.has_page_errors()),
         files: output.files,
     };
     manifest
@@ -332,7 +343,80 @@ async fn run_backup(
         elapsed.as_secs_f64(),
         progress::rate(manifest.data_size(), elapsed)
     );
+    if manifest.error {
+        tracing::warn!(
+            "backup {label} holds pages that failed their checksum in {} file(s): it is \
+             complete, but restoring it brings those pages back as they are. `pgpilot info` \
+             lists them; find the damage's cause (storage, memory) and repair the tables",
+            manifest.damaged_files().count()
+        );
+    }
     Ok(manifest)
+}
+
+/// Whether and how to verify pages: only with data checksums on and
+/// PostgreSQL's usual 8 KiB block size.
+async fn page_check(session: &Session, start_lsn: u64) -> Result<Option<PageCheck>> {
+    let row = session
+        .client()
+        .query_one(
+            "SELECT current_setting('data_checksums'), current_setting('block_size')::int, \
+             (SELECT setting::bigint FROM pg_settings WHERE name = 'segment_size')",
+            &[],
+        )
+        .await
+        .map_err(|e| {
+            BackupError::Postgres(format!("reading data_checksums and segment_size: {e}"))
+        })?;
+    let (checksums, block_size, segment_blocks): (String, i32, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    if checksums != "on" {
+        tracing::info!(
+            "data checksums are off on this cluster: pages are not verified (pg_checksums \
+             --enable, on a stopped cluster, turns them on)"
+        );
+        return Ok(None);
+    }
+    if block_size as usize != pagecheck::PAGE_SIZE || segment_blocks <= 0 {
+        tracing::warn!(
+            "block_size is {block_size}, not {}: pages are not verified",
+            pagecheck::PAGE_SIZE
+        );
+        return Ok(None);
+    }
+    Ok(Some(PageCheck {
+        lsn_limit: start_lsn,
+        blocks_per_segment: u32::try_from(segment_blocks).unwrap_or(u32::MAX),
+    }))
+}
+
+/// Log what the page checks found: a warning per damaged file (also the
+/// files an incremental refers to: the stored copy is damaged).
+fn report_pages(output: &pipeline::Output) {
+    let pages = output.pages;
+    tracing::info!(
+        "page checksums: {} pages verified, {} new (all zero), {} changed during the backup \
+         (WAL replay rewrites them), {} failed",
+        pages.valid,
+        pages.new,
+        pages.recent,
+        pages.damaged
+    );
+    for file in output.files.iter().filter(|f| f.has_page_errors()) {
+        let blocks = pagecheck::describe_blocks(&file.checksum_errors, file.checksum_error_count);
+        match &file.reference {
+            None => tracing::warn!(
+                "page checksum failure in {}, blocks: {blocks} (stored as read; WAL replay \
+                 does not repair it)",
+                file.path
+            ),
+            Some(holder) => tracing::warn!(
+                "page checksum failure in {}, blocks: {blocks} (the unchanged copy stored by \
+                 backup {holder}, which this backup refers to)",
+                file.path
+            ),
+        }
+    }
 }
 
 /// The server must be the one of this configuration and able to archive.

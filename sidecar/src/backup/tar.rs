@@ -221,6 +221,25 @@ impl<R: Read> Reader<R> {
     }
 }
 
+impl<'a> Reader<&'a [u8]> {
+    /// The whole data of the current entry, without copying it (an archive
+    /// held in memory). A data slice starts at a multiple of [`BLOCK`]
+    /// from the start of the archive.
+    pub fn take_data(&mut self) -> io::Result<&'a [u8]> {
+        let want = self.remaining as usize;
+        if self.inner.len() < want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the part ends in the middle of an entry",
+            ));
+        }
+        let (data, rest) = self.inner.split_at(want);
+        self.inner = rest;
+        self.remaining = 0;
+        Ok(data)
+    }
+}
+
 fn parse_pax_path(data: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(data).ok()?;
     let mut rest = text;
@@ -282,6 +301,21 @@ mod tests {
         }
         assert_eq!(reader.next_entry().unwrap(), None);
         reader.finish().unwrap();
+
+        // The same archive in memory, without copies.
+        let mut reader = Reader::new(&bytes[..]);
+        for (name, data) in &entries {
+            assert_eq!(reader.next_entry().unwrap().unwrap().name, *name);
+            let got = reader.take_data().unwrap();
+            assert_eq!(got, *data);
+            assert_eq!((got.as_ptr() as usize - bytes.as_ptr() as usize) % BLOCK, 0);
+        }
+        assert_eq!(reader.next_entry().unwrap(), None);
+        reader.finish().unwrap();
+        // Cut in the middle of an entry's data.
+        let mut reader = Reader::new(&bytes[..BLOCK + 2]);
+        reader.next_entry().unwrap();
+        assert!(reader.take_data().is_err());
     }
 
     #[test]

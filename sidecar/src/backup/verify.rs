@@ -11,7 +11,13 @@
 //!   newest archived segment (else point-in-time recovery stops at the gap),
 //!   following timeline switches through the history files.
 //!
-//! Prints one line per problem and exits 4 if there is any, 0 otherwise.
+//! - backups flagged `error`: the files whose pages failed their checksum
+//!   when copied. Those are warnings, not problems: the repository holds
+//!   exactly what was read (the cluster's pages were damaged, not the
+//!   backup), but a restore brings those pages back as they are.
+//!
+//! Prints one line per problem and per warning, and exits 4 if there is
+//! any problem, 0 otherwise.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use futures_util::stream::{self, StreamExt};
 use super::catalog::{self, Entry};
 use super::extract;
 use super::manifest::{LoadError, Manifest};
+use super::pagecheck::describe_blocks;
 use super::progress::{self, Progress};
 use super::walrange::{self, parse_segment, Archive, TimelinePath};
 use super::{code, ConfigArg, Context, Result};
@@ -44,13 +51,26 @@ pub fn main(args: VerifyArgs) -> i32 {
         for note in &report.notes {
             println!("note: {note}");
         }
+        for warning in &report.warnings {
+            println!("WARNING: {warning}");
+        }
         for problem in &report.problems {
             println!("PROBLEM: {problem}");
         }
         if report.problems.is_empty() {
             println!(
-                "verify: OK — {} backups, {} data parts, {} WAL objects checked",
-                report.backups, report.parts, report.wal_objects
+                "verify: OK — {} backups, {} data parts, {} WAL objects checked{}",
+                report.backups,
+                report.parts,
+                report.wal_objects,
+                if report.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {} files hold pages that failed their checksum when backed up",
+                        report.warnings.len()
+                    )
+                }
             );
             Ok(code::OK)
         } else {
@@ -63,6 +83,8 @@ pub fn main(args: VerifyArgs) -> i32 {
 #[derive(Debug, Default)]
 pub struct Report {
     pub problems: Vec<String>,
+    /// Damaged pages recorded when backups were taken.
+    pub warnings: Vec<String>,
     pub notes: Vec<String>,
     pub backups: usize,
     pub parts: usize,
@@ -143,6 +165,7 @@ pub async fn verify(context: &Context, set: Option<&str>) -> Result<Report> {
     let progress = Progress::start("verify", total);
     for m in &selected {
         report.problems.extend(check_references(m, &manifests));
+        report.warnings.extend(page_errors(m));
         let mut parts = HashMap::new();
         for part in &m.parts {
             parts.insert((m.label.clone(), part.index), part.clone());
@@ -230,6 +253,25 @@ pub async fn verify(context: &Context, set: Option<&str>) -> Result<Report> {
         .problems
         .extend(check_continuity(context, &archive, &entries, segment_size).await?);
     Ok(report)
+}
+
+/// The files of `m` whose pages failed their checksum when copied.
+fn page_errors(m: &Manifest) -> Vec<String> {
+    m.damaged_files()
+        .map(|f| {
+            format!(
+                "backup {}: {} holds pages that failed their checksum when {} (blocks {}); \
+                 a restore brings them back as they were read",
+                m.label,
+                f.path,
+                match &f.reference {
+                    Some(holder) => format!("backup {holder} copied it"),
+                    None => "it was copied".to_string(),
+                },
+                describe_blocks(&f.checksum_errors, f.checksum_error_count)
+            )
+        })
+        .collect()
 }
 
 /// Each referenced file must be in the referenced backup, identical.

@@ -95,6 +95,31 @@ fn relfilenode(name: &str) -> Option<(&str, &str)> {
     matches!(fork, "" | "_fsm" | "_vm" | "_init").then_some((node, fork))
 }
 
+/// The segment number of a relation data file (`123`, `123.4`, `123_fsm`,
+/// `123_vm.1`, `123_init`) in a database directory: `base/<db>/`,
+/// `global/`, or `pg_tblspc/<oid>/<version>/<db>/`. `None` for every
+/// other file (`pg_filenode.map`, `PG_VERSION`, `pg_control`, ...): only
+/// relation files are made of checksummed pages.
+pub fn relation_segment(path: &str) -> Option<u32> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let in_database = match parts.as_slice() {
+        ["global", _] => true,
+        ["base", db, _] => numeric(db),
+        ["pg_tblspc", oid, _version, db, _] => numeric(oid) && numeric(db),
+        _ => false,
+    };
+    let name = parts.last()?;
+    if !in_database || relfilenode(name).is_none() {
+        return None;
+    }
+    match name.split_once('.') {
+        None => Some(0),
+        Some((_, segment)) if numeric(segment) => segment.parse().ok(),
+        Some(_) => None,
+    }
+}
+
 fn io(path: &Path, e: std::io::Error) -> String {
     format!("cannot read {}: {e}", path.display())
 }
@@ -239,6 +264,22 @@ mod tests {
         assert_eq!(relfilenode("16384_init"), Some(("16384", "_init")));
         assert_eq!(relfilenode("PG_VERSION"), None);
         assert_eq!(relfilenode("16384_x"), None);
+        assert_eq!(relation_segment("base/5/16384"), Some(0));
+        assert_eq!(relation_segment("base/5/16384.3"), Some(3));
+        assert_eq!(relation_segment("base/5/16384_vm.1"), Some(1));
+        assert_eq!(relation_segment("base/5/16384_fsm"), Some(0));
+        assert_eq!(relation_segment("global/1262"), Some(0));
+        assert_eq!(
+            relation_segment("pg_tblspc/17001/PG_15_1/5/17000.2"),
+            Some(2)
+        );
+        assert_eq!(relation_segment("base/5/pg_filenode.map"), None);
+        assert_eq!(relation_segment("base/5/PG_VERSION"), None);
+        assert_eq!(relation_segment("global/pg_control"), None);
+        assert_eq!(relation_segment("base/5/16384.x"), None);
+        assert_eq!(relation_segment("base/x/16384"), None);
+        assert_eq!(relation_segment("pg_xact/0000"), None);
+        assert_eq!(relation_segment("base/5/t3_16500"), None);
     }
 
     #[test]

@@ -96,6 +96,15 @@ impl Lab {
     /// A repository of `kind` and a running PostgreSQL archiving into it.
     /// `extra_backup`: more `[backup]` keys (`part_mib = 1`).
     pub async fn start(kind: RepoKind, extra_backup: &str) -> anyhow::Result<Lab> {
+        Self::start_with(kind, extra_backup, &[]).await
+    }
+
+    /// [`Lab::start`] with more initdb arguments (`--data-checksums`).
+    pub async fn start_with(
+        kind: RepoKind,
+        extra_backup: &str,
+        initdb_args: &[&str],
+    ) -> anyhow::Result<Lab> {
         let dir = tempfile::tempdir()?;
         let root = dir.path().to_path_buf();
         let (moto, repo_dir, mut backup_section) = match kind {
@@ -115,7 +124,7 @@ impl Lab {
             backup_section =
                 backup_section.replace("[backup]\n", "[backup]\narchive_timeout = 60\n");
         }
-        let server = Standalone::init(&root, "primary")?;
+        let server = Standalone::init_with(&root, "primary", initdb_args)?;
         let config = root.join("primary.toml");
         write_config(&config, &server, &backup_section)?;
         let command = format!(

@@ -41,6 +41,11 @@ impl Standalone {
     /// initdb a new cluster in `<root>/<name>/data`. `root` is made
     /// traversable (0755) so that PostgreSQL's user can reach it.
     pub fn init(root: &Path, name: &str) -> anyhow::Result<Standalone> {
+        Self::init_with(root, name, &[])
+    }
+
+    /// [`Standalone::init`] with more initdb arguments (`--data-checksums`).
+    pub fn init_with(root: &Path, name: &str, initdb_args: &[&str]) -> anyhow::Result<Standalone> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755))?;
         let base = root.join(name);
@@ -65,6 +70,7 @@ impl Standalone {
             .arg(&server.data)
             .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
             .args(["--locale=C"])
+            .args(initdb_args)
             .output()?;
         anyhow::ensure!(
             output.status.success(),
@@ -203,6 +209,25 @@ impl Standalone {
     pub fn system_identifier(&self) -> anyhow::Result<u64> {
         let bytes = std::fs::read(self.data.join("global/pg_control"))?;
         Ok(u64::from_ne_bytes(bytes[..8].try_into()?))
+    }
+
+    /// Stop cleanly (`pg_ctl stop -m fast`): a shutdown checkpoint, and no
+    /// crash recovery at the next start.
+    pub fn shutdown(&self) -> anyhow::Result<()> {
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        anyhow::ensure!(
+            status.success(),
+            "pg_ctl stop failed:\n{}",
+            crate::file_tail(&self.log, 30)
+        );
+        Ok(())
     }
 
     /// Stop at once (SIGQUIT, SIGKILL after 10 s).
