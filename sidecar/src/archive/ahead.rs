@@ -98,6 +98,7 @@ pub fn start(
 /// The worker's loop. Set-up failures are logged and end the worker:
 /// archive-push then pushes every file itself.
 pub async fn run(config: Arc<Config>, status: Arc<AheadStatus>, mut stop: watch::Receiver<bool>) {
+    release_large_buffers();
     let archive = match Archive::new(config.clone()) {
         Ok(archive) => archive,
         Err(e) => {
@@ -151,6 +152,19 @@ pub async fn run(config: Arc<Config>, status: Arc<AheadStatus>, mut stop: watch:
     }
     worker.drain().await;
     tracing::info!("push-ahead worker stopped");
+}
+
+/// Each push holds a 16 MiB segment and its compressed copy. glibc raises
+/// its mmap threshold to the largest block freed, after which such buffers
+/// come from the heap arenas of the pool threads and stay resident (the
+/// sidecar grew past 200 MiB). A fixed 1 MiB threshold maps them on their
+/// own and returns them to the kernel when freed.
+fn release_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is thread-safe.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
 }
 
 type Done =
