@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use pgpilot::archive::spool::{Ack, Spool};
 use pgpilot::repo::Storage;
+use pgpilot_e2e::backup::archiver::{archiver, switch_segment, wait_archived};
 use pgpilot_e2e::backup::lab::{self, table_checksums, Lab, RepoKind};
 use pgpilot_e2e::backup::moto::MotoServer;
 use pgpilot_e2e::backup::standalone::{give_to_postgres, Standalone};
@@ -85,56 +86,6 @@ async fn assert_no_gap(storage: &dyn Storage, last: &str) -> anyhow::Result<Vec<
         );
     }
     Ok(names)
-}
-
-#[derive(Debug, Clone, Default)]
-struct Archiver {
-    archived: i64,
-    failed: i64,
-    last_archived: Option<String>,
-}
-
-async fn archiver(client: &tokio_postgres::Client) -> anyhow::Result<Archiver> {
-    let row = client
-        .query_one(
-            "SELECT archived_count, failed_count, last_archived_wal FROM pg_stat_archiver",
-            &[],
-        )
-        .await?;
-    Ok(Archiver {
-        archived: row.get(0),
-        failed: row.get(1),
-        last_archived: row.get(2),
-    })
-}
-
-/// Write some rows and switch to a new segment; the completed segment's name.
-async fn switch_segment(client: &tokio_postgres::Client) -> anyhow::Result<String> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS filler (i int, t text); \
-             INSERT INTO filler SELECT g, md5(g::text) FROM generate_series(1, 2000) g",
-        )
-        .await?;
-    let row = client
-        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .await?;
-    Ok(row.get(0))
-}
-
-async fn wait_archived(
-    client: &tokio_postgres::Client,
-    segment: &str,
-    timeout: Duration,
-) -> anyhow::Result<Archiver> {
-    wait_until(&format!("{segment} archived"), timeout, async || {
-        let state = archiver(client).await?;
-        match &state.last_archived {
-            Some(last) if last.as_str() >= segment => Ok(state),
-            _ => anyhow::bail!("archiver: {state:?}"),
-        }
-    })
-    .await
 }
 
 /// `.ready` files in a data directory's archive_status.

@@ -13,6 +13,7 @@
 //! - [`posix_section`], [`s3_section`]: `[backup]` sections for member files
 //!   (the lab's, and clusters' in `tests/backup_cluster.rs`).
 
+pub mod archiver;
 pub mod lab;
 pub mod moto;
 pub mod standalone;
