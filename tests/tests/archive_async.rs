@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use pgpilot::archive::spool::{Ack, Spool};
 use pgpilot::repo::Storage;
-use pgpilot_e2e::backup::archiver::{archiver, switch_segment, wait_archived};
+use pgpilot_e2e::backup::archiver::{archiver, assert_no_gap, switch_segment, wait_archived};
 use pgpilot_e2e::backup::lab::{self, table_checksums, Lab, RepoKind};
 use pgpilot_e2e::backup::moto::MotoServer;
 use pgpilot_e2e::backup::standalone::{give_to_postgres, Standalone};
@@ -36,56 +36,6 @@ fn open(config: &Path) -> anyhow::Result<(std::sync::Arc<dyn Storage>, Spool)> {
         pgpilot::repo::config::BackupSection::load(config).map_err(anyhow::Error::msg)?;
     let spool = Spool::new(&config, &backup).map_err(anyhow::Error::msg)?;
     Ok((pgpilot::repo::open(&backup)?, spool))
-}
-
-/// Segment names (24 hex digits) stored in the repository, sorted.
-async fn stored_segments(storage: &dyn Storage) -> anyhow::Result<Vec<String>> {
-    let mut names: Vec<String> = storage
-        .list(&format!("{}/archive/", pgpilot_e2e::SCOPE))
-        .await?
-        .into_iter()
-        .filter_map(|m| {
-            let file = m.key.rsplit('/').next()?.to_string();
-            let name = file.split('-').next()?.to_string();
-            (name.len() == 24).then_some(name)
-        })
-        .collect();
-    names.sort();
-    Ok(names)
-}
-
-fn segment_number(name: &str) -> u64 {
-    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
-    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
-    log * 256 + seg
-}
-
-/// Every segment from the first one to `last` is stored exactly once.
-async fn assert_no_gap(storage: &dyn Storage, last: &str) -> anyhow::Result<Vec<String>> {
-    let names = stored_segments(storage).await?;
-    let mut unique = names.clone();
-    unique.dedup();
-    assert_eq!(
-        unique.len(),
-        names.len(),
-        "a segment is stored twice: {names:?}"
-    );
-    assert_eq!(
-        names.first().map(String::as_str),
-        Some("000000010000000000000001"),
-        "{names:?}"
-    );
-    assert_eq!(names.last().map(String::as_str), Some(last), "{names:?}");
-    for pair in names.windows(2) {
-        assert_eq!(
-            segment_number(&pair[0]) + 1,
-            segment_number(&pair[1]),
-            "gap between {} and {}: {names:?}",
-            pair[0],
-            pair[1]
-        );
-    }
-    Ok(names)
 }
 
 /// `.ready` files in a data directory's archive_status.

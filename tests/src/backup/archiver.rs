@@ -59,3 +59,59 @@ pub async fn wait_archived(
     })
     .await
 }
+
+/// Segment names (24 hex digits) stored in the test repository's archive
+/// (stanza `SCOPE`), sorted; a name stored twice appears twice.
+pub async fn stored_segments(storage: &dyn pgpilot::repo::Storage) -> anyhow::Result<Vec<String>> {
+    let mut names: Vec<String> = storage
+        .list(&format!("{}/archive/", crate::SCOPE))
+        .await?
+        .into_iter()
+        .filter_map(|m| {
+            let file = m.key.rsplit('/').next()?.to_string();
+            let name = file.split('-').next()?.to_string();
+            (name.len() == 24).then_some(name)
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// Number of a segment (16 MiB segments) from its name.
+pub fn segment_number(name: &str) -> u64 {
+    let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+    let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+    log * 256 + seg
+}
+
+/// Every segment from the cluster's first one to `last` is stored exactly
+/// once, with no gap; the stored names.
+pub async fn assert_no_gap(
+    storage: &dyn pgpilot::repo::Storage,
+    last: &str,
+) -> anyhow::Result<Vec<String>> {
+    let names = stored_segments(storage).await?;
+    let mut unique = names.clone();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        names.len(),
+        "a segment is stored twice: {names:?}"
+    );
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("000000010000000000000001"),
+        "{names:?}"
+    );
+    assert_eq!(names.last().map(String::as_str), Some(last), "{names:?}");
+    for pair in names.windows(2) {
+        assert_eq!(
+            segment_number(&pair[0]) + 1,
+            segment_number(&pair[1]),
+            "gap between {} and {}: {names:?}",
+            pair[0],
+            pair[1]
+        );
+    }
+    Ok(names)
+}

@@ -52,44 +52,13 @@ impl Drop for Lab {
 /// A member configuration whose PostgreSQL is `server` and whose
 /// repository is `backup` (a `[backup]` section).
 pub fn write_config(path: &Path, server: &Standalone, backup: &str) -> anyhow::Result<()> {
-    let text = format!(
-        r#"[cluster]
-scope = "{scope}"
-name = "backup-lab"
-
-[dcs]
-endpoints = ["http://127.0.0.1:2379"]
-
-[postgresql]
-data_dir = "{data}"
-port = {port}
-socket_dir = "{socket}"
-connect_address = "127.0.0.1:{port}"
-
-[postgresql.authentication.superuser]
-username = "postgres"
-password = "unused"
-
-[postgresql.authentication.replication]
-username = "replicator"
-password = "unused"
-
-[api]
-listen = "127.0.0.1:8008"
-
-[log]
-level = "info"
-
-{backup}
-"#,
-        scope = crate::SCOPE,
-        data = server.data_dir().display(),
-        port = server.port(),
-        socket = server.socket_dir().display(),
-    );
-    std::fs::write(path, text)?;
-    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
-    Ok(())
+    super::write_config_file(
+        path,
+        "backup-lab",
+        server.data_dir(),
+        Some((server.port(), server.socket_dir())),
+        backup,
+    )
 }
 
 impl Lab {

@@ -114,17 +114,34 @@ pub fn fake_data_dir(dir: &Path, sysid: u64) -> anyhow::Result<()> {
 /// (TOML text starting with `[backup]`). Only `postgresql.data_dir` and
 /// `[backup]` matter to archive-push/get; the rest is valid filler.
 pub fn write_member_config(path: &Path, data_dir: &Path, backup: &str) -> anyhow::Result<()> {
+    write_config_file(path, "archiver", data_dir, None, backup)
+}
+
+/// The same for a member called `name` whose PostgreSQL listens on
+/// `listen` (port, socket directory) when it runs.
+pub fn write_config_file(
+    path: &Path,
+    name: &str,
+    data_dir: &Path,
+    listen: Option<(u16, &Path)>,
+    backup: &str,
+) -> anyhow::Result<()> {
+    let (port, socket) = match listen {
+        Some((port, socket)) => (port, format!("socket_dir = \"{}\"\n", socket.display())),
+        None => (5432, String::new()),
+    };
     let text = format!(
         r#"[cluster]
 scope = "{scope}"
-name = "archiver"
+name = "{name}"
 
 [dcs]
 endpoints = ["http://127.0.0.1:2379"]
 
 [postgresql]
 data_dir = "{data}"
-connect_address = "127.0.0.1:5432"
+port = {port}
+{socket}connect_address = "127.0.0.1:{port}"
 
 [postgresql.authentication.superuser]
 username = "postgres"
