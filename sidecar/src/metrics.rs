@@ -174,11 +174,7 @@ pub fn ha_input(shared: &Shared, status: &NodeStatus) -> HaInput {
     let running = status.state == PgState::Running;
     let xlog = status.xlog.as_ref();
     let now = tokio::time::Instant::now();
-    let holds_key = snap
-        .view
-        .leader
-        .as_ref()
-        .is_some_and(|k| k.name == me && k.lease == snap.my_lease && k.lease != 0);
+    let holds_key = shared.holds_leader_key();
     let tags = &config.tags;
     HaInput {
         scope: config.cluster.scope.clone(),

@@ -194,11 +194,23 @@ impl Shared {
         self.snapshot.read().unwrap().dynamic.clone()
     }
 
+    /// Does the last view show the leader key as this member's, on its current lease?
+    pub fn holds_leader_key(&self) -> bool {
+        let snap = self.snapshot.read().unwrap();
+        Self::key_is_mine(&snap, &self.config.cluster.name)
+    }
+
+    fn key_is_mine(snap: &Snapshot, me: &str) -> bool {
+        snap.view
+            .leader
+            .as_ref()
+            .is_some_and(|k| k.name == me && k.lease == snap.my_lease && k.lease != 0)
+    }
+
     /// Does this member hold the leader key with a lease that still allows writes?
     pub fn holds_leader_lease(&self, now: Instant) -> bool {
         let snap = self.snapshot.read().unwrap();
-        snap.view.leader.as_ref().is_some_and(|k| {
-            k.name == self.config.cluster.name && k.lease == snap.my_lease && k.lease != 0
-        }) && crate::ha::decide::lease_allows_writes(self.lease.deadline(), now, &snap.dynamic)
+        Self::key_is_mine(&snap, &self.config.cluster.name)
+            && crate::ha::decide::lease_allows_writes(self.lease.deadline(), now, &snap.dynamic)
     }
 }
