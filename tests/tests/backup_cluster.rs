@@ -33,6 +33,38 @@ fn show(out: &Outcome) -> String {
     pgpilot_e2e::backup::lab::show(out)
 }
 
+/// A temporary posix repository: its root (removed on drop), the
+/// repository path and the `[backup]` section that uses it.
+fn posix_repo() -> anyhow::Result<(tempfile::TempDir, PathBuf, String)> {
+    let root = tempfile::tempdir()?;
+    let repo = root.path().join("repo");
+    let section = posix_section(&repo, "archive_timeout = 60")?;
+    Ok((root, repo, section))
+}
+
+/// A cluster of `members` with this `[backup]` section, once ready; its
+/// leader's index.
+async fn start_with_repo(members: usize, section: &str) -> anyhow::Result<(Cluster, usize)> {
+    let cluster = Cluster::builder()
+        .members(members)
+        .extra_toml(&format!("\n{section}"))
+        .start()
+        .await?;
+    let leader = cluster.wait_ready(READY).await?;
+    Ok((cluster, leader))
+}
+
+/// Creates `items` with 20000 rows on member `i`.
+async fn create_items(cluster: &Cluster, i: usize) -> anyhow::Result<()> {
+    cluster
+        .execute(
+            i,
+            "CREATE TABLE items (id int PRIMARY KEY, note text); \
+             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+        )
+        .await
+}
+
 /// Member `i`'s file with `create_replica_methods = METHODS` in `[postgresql]`.
 fn set_replica_methods(cluster: &Cluster, i: usize, methods: &str) -> anyhow::Result<()> {
     let member = cluster.member(i);
@@ -176,19 +208,8 @@ async fn s3_new_replica_is_created_from_the_latest_backup_and_streams() -> anyho
     let moto = MotoServer::start(moto_dir.path())?;
     moto.create_bucket(BUCKET).await?;
     let section = s3_section(&moto, BUCKET, "replicas", "archive_timeout = 60");
-    let mut cluster = Cluster::builder()
-        .members(3)
-        .extra_toml(&format!("\n{section}"))
-        .start()
-        .await?;
-    let leader = cluster.wait_ready(READY).await?;
-    cluster
-        .execute(
-            leader,
-            "CREATE TABLE items (id int PRIMARY KEY, note text); \
-             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
-        )
-        .await?;
+    let (mut cluster, leader) = start_with_repo(3, &section).await?;
+    create_items(&cluster, leader).await?;
     let label = take_backup(&cluster, leader)?;
     // Changes after the backup reach the new replica through the archive.
     cluster
@@ -224,22 +245,9 @@ async fn s3_new_replica_is_created_from_the_latest_backup_and_streams() -> anyho
 
 #[tokio::test]
 async fn posix_replica_falls_back_to_basebackup_without_a_usable_backup() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let repo = root.path().join("repo");
-    let section = posix_section(&repo, "archive_timeout = 60")?;
-    let mut cluster = Cluster::builder()
-        .members(2)
-        .extra_toml(&format!("\n{section}"))
-        .start()
-        .await?;
-    let leader = cluster.wait_ready(READY).await?;
-    cluster
-        .execute(
-            leader,
-            "CREATE TABLE items (id int PRIMARY KEY, note text); \
-             INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
-        )
-        .await?;
+    let (_root, repo, section) = posix_repo()?;
+    let (mut cluster, leader) = start_with_repo(2, &section).await?;
+    create_items(&cluster, leader).await?;
     let methods = r#"["backup", "basebackup"]"#;
 
     // No backup at all yet.
@@ -289,18 +297,11 @@ async fn posix_replica_falls_back_to_basebackup_without_a_usable_backup() -> any
 
 #[tokio::test]
 async fn posix_cluster_bootstraps_from_a_backup_to_a_point_in_time() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let repo = root.path().join("repo");
-    let section = posix_section(&repo, "archive_timeout = 60")?;
+    let (_root, repo, section) = posix_repo()?;
 
     // Cluster A: rows one transaction each, a backup after row 3, the
     // target time between rows 7 and 8.
-    let a = Cluster::builder()
-        .members(1)
-        .extra_toml(&format!("\n{section}"))
-        .start()
-        .await?;
-    let a_leader = a.wait_ready(READY).await?;
+    let (a, a_leader) = start_with_repo(1, &section).await?;
     a.execute(a_leader, "CREATE TABLE t (id int PRIMARY KEY)")
         .await?;
     let insert = async |id: u32| {
@@ -432,16 +433,9 @@ async fn posix_cluster_bootstraps_from_a_backup_to_a_point_in_time() -> anyhow::
 
 #[tokio::test]
 async fn posix_bootstrap_from_a_missing_backup_fails_cleanly() -> anyhow::Result<()> {
-    let root = tempfile::tempdir()?;
-    let repo = root.path().join("repo");
-    let section = posix_section(&repo, "archive_timeout = 60")?;
+    let (_root, repo, section) = posix_repo()?;
     // A repository with one real backup.
-    let a = Cluster::builder()
-        .members(1)
-        .extra_toml(&format!("\n{section}"))
-        .start()
-        .await?;
-    let a_leader = a.wait_ready(READY).await?;
+    let (a, a_leader) = start_with_repo(1, &section).await?;
     let label = take_backup(&a, a_leader)?;
     drop(a);
 

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use pgpilot::dynamic::DynamicConfig;
-use pgpilot_e2e::checker::Report;
+use pgpilot_e2e::checker::{Report, WriteChecker};
 use pgpilot_e2e::faults::FaultCluster;
 use pgpilot_e2e::process::{self as proc, Signal};
 use pgpilot_e2e::wait_until;
@@ -30,6 +30,29 @@ fn dynamic() -> DynamicConfig {
         retry_timeout: 3,
         ..Default::default()
     }
+}
+
+/// Waits (30 s at most) until the checker has seen a write accepted on
+/// `member` sent at or after `after`; returns that probe's (sent, done).
+async fn first_write_on(
+    fc: &FaultCluster,
+    checker: &WriteChecker,
+    member: usize,
+    after: Instant,
+) -> anyhow::Result<(Instant, Instant)> {
+    wait_until(
+        "the checker to see a write accepted on the new leader",
+        Duration::from_secs(30),
+        async || {
+            checker
+                .report()
+                .first_success_after(member, after)
+                .map(|p| (p.sent, p.done))
+                .ok_or_else(|| anyhow::anyhow!("no write accepted yet"))
+        },
+    )
+    .await
+    .map_err(|e| fc.with_logs(e))
 }
 
 fn secs(d: Duration) -> f64 {
@@ -98,19 +121,7 @@ async fn node_death_fails_over_only_after_the_lease_expires() -> anyhow::Result<
     let killed = fc.kill_node(leader).await?;
     let expiry = fc.lease_expiry_bounds(lease).await?;
     let (new_leader, seen) = fc.wait_other_leader(&[leader], FAILOVER).await?;
-    let first_write = wait_until(
-        "the checker to see a write accepted on the new leader",
-        Duration::from_secs(30),
-        async || {
-            checker
-                .report()
-                .first_success_after(new_leader, killed)
-                .map(|p| (p.sent, p.done))
-                .ok_or_else(|| anyhow::anyhow!("no write accepted yet"))
-        },
-    )
-    .await
-    .map_err(|e| fc.with_logs(e))?;
+    let first_write = first_write_on(&fc, &checker, new_leader, killed).await?;
     // Keep probing a little: a late write on someone else would show.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = checker.stop().await;
@@ -188,19 +199,7 @@ async fn killed_leader_sidecar_takes_its_postgres_along() -> anyhow::Result<()> 
         .await
         .then(Instant::now);
     let (new_leader, seen) = fc.wait_other_leader(&[leader], FAILOVER).await?;
-    let first_new = wait_until(
-        "the checker to see a write accepted on the new leader",
-        Duration::from_secs(30),
-        async || {
-            checker
-                .report()
-                .first_success_after(new_leader, killed)
-                .map(|p| (p.sent, p.done))
-                .ok_or_else(|| anyhow::anyhow!("no write accepted yet"))
-        },
-    )
-    .await
-    .map_err(|e| fc.with_logs(e))?;
+    let first_new = first_write_on(&fc, &checker, new_leader, killed).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let report = checker.stop().await;
     let last_old = report.last_success(leader).map(|p| (p.sent, p.done));
@@ -461,19 +460,7 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     let expiry = fc.lease_expiry_bounds(lease).await?;
     let (new_leader, seen) = fc.wait_other_leader(&[leader], FAILOVER).await?;
     let old_primary_status = fc.status(leader, "/primary").await;
-    let first_new = wait_until(
-        "the checker to see a write accepted on the new leader",
-        Duration::from_secs(30),
-        async || {
-            checker
-                .report()
-                .first_success_after(new_leader, cut)
-                .map(|p| (p.sent, p.done))
-                .ok_or_else(|| anyhow::anyhow!("no write accepted yet"))
-        },
-    )
-    .await
-    .map_err(|e| fc.with_logs(e))?;
+    let first_new = first_write_on(&fc, &checker, new_leader, cut).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let healed = Instant::now();
     fc.proxy(leader).heal();

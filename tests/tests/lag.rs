@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use pgpilot_e2e::checker::{Report, WriteChecker};
 use pgpilot_e2e::faults::FaultCluster;
 use pgpilot_e2e::wait_until;
 
@@ -56,6 +57,70 @@ async fn status_optime(fc: &FaultCluster) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no optime in {text}"))
 }
 
+/// A 3-member cluster with the lag gate at `MAX_LAG` (`nofailover`, if
+/// any, tagged so), led by m1 (started first), with the split-brain
+/// checker running.
+async fn start_led_by_m1(
+    nofailover: Option<usize>,
+) -> anyhow::Result<(FaultCluster, WriteChecker)> {
+    let mut builder = FaultCluster::builder()
+        .members(3)
+        .bootstrap(&format!("maximum_lag_on_failover = {MAX_LAG}"));
+    if let Some(i) = nofailover {
+        builder = builder.member_toml(i, "\n[tags]\nnofailover = true\n");
+    }
+    let fc = builder.start().await?;
+    let leader = fc.wait_ready(READY).await?;
+    anyhow::ensure!(leader == 0, "m1 should lead (started first)");
+    let checker = fc.start_checker(leader).await?;
+    Ok((fc, checker))
+}
+
+/// Stops `lagging`'s WAL receiver, then runs `sql` on `leader`: the
+/// receiver's pid (to resume) and the leader's flushed position after it.
+async fn write_while_stopped(
+    fc: &FaultCluster,
+    leader: usize,
+    lagging: usize,
+    sql: &str,
+) -> anyhow::Result<(i32, u64)> {
+    let walreceiver = fc.pause_walreceiver(lagging).await?;
+    fc.execute(leader, sql).await?;
+    Ok((walreceiver, primary_position(fc, leader).await?))
+}
+
+/// Waits (30 s at most) until replica `i` has WAL up to `flushed`.
+async fn wait_replica_has(
+    fc: &FaultCluster,
+    what: &str,
+    i: usize,
+    flushed: u64,
+) -> anyhow::Result<()> {
+    wait_until(what, Duration::from_secs(30), async || {
+        let pos = replica_position(fc, i).await?;
+        anyhow::ensure!(pos >= flushed, "{pos} < {flushed}");
+        Ok(())
+    })
+    .await
+}
+
+/// Fails listing every problem plus the checker's violations, timeline and
+/// the members' logs; passes when there are none.
+fn finish(mut problems: Vec<String>, report: &Report, fc: &FaultCluster) -> anyhow::Result<()> {
+    let violations = report.describe_violations();
+    if !violations.is_empty() {
+        problems.push(violations);
+    }
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}\n\nchecker:\n{}\n{}",
+        problems.join("\n"),
+        report.timeline(),
+        fc.logs(60)
+    );
+    Ok(())
+}
+
 /// Watch `/primary` on every running member for `period`: the members that
 /// answered 200 at some point (sampled every 250 ms).
 async fn primaries_during(fc: &FaultCluster, period: Duration) -> Vec<usize> {
@@ -80,24 +145,16 @@ async fn primaries_during(fc: &FaultCluster, period: Duration) -> Vec<usize> {
 /// lead again, and the others follow it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
-    let fc = FaultCluster::builder()
-        .members(3)
-        .bootstrap(&format!("maximum_lag_on_failover = {MAX_LAG}"))
-        .member_toml(2, "\n[tags]\nnofailover = true\n")
-        .start()
-        .await?;
-    let leader = fc.wait_ready(READY).await?;
-    anyhow::ensure!(leader == 0, "m1 should lead (started first)");
-    let (lagging, nofailover) = (1, 2);
-    let checker = fc.start_checker(leader).await?;
+    let (leader, lagging, nofailover) = (0, 1, 2);
+    let (fc, checker) = start_led_by_m1(Some(nofailover)).await?;
 
-    let walreceiver = fc.pause_walreceiver(lagging).await?;
-    fc.execute(
+    let (walreceiver, flushed) = write_while_stopped(
+        &fc,
         leader,
+        lagging,
         "CREATE TABLE e2e_bulk AS SELECT g, repeat('x', 500) AS pad FROM generate_series(1, 12000) g",
     )
     .await?;
-    let flushed = primary_position(&fc, leader).await?;
     let behind = wait_until(
         "the leader's published position to be far ahead of the stopped replica",
         Duration::from_secs(30),
@@ -114,14 +171,11 @@ async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
     )
     .await
     .map_err(|e| fc.with_logs(e))?;
-    wait_until(
+    wait_replica_has(
+        &fc,
         "the nofailover replica to have everything",
-        Duration::from_secs(30),
-        async || {
-            let pos = replica_position(&fc, nofailover).await?;
-            anyhow::ensure!(pos >= flushed, "{pos} < {flushed}");
-            Ok(())
-        },
+        nofailover,
+        flushed,
     )
     .await?;
 
@@ -177,18 +231,7 @@ async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
     if let Err(e) = ready {
         problems.push(format!("the cluster did not become ready again: {e:#}"));
     }
-    let violations = report.describe_violations();
-    if !violations.is_empty() {
-        problems.push(violations);
-    }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "{}\n\nchecker:\n{}\n{}",
-        problems.join("\n"),
-        report.timeline(),
-        fc.logs(60)
-    );
-    Ok(())
+    finish(problems, &report, &fc)
 }
 
 /// Leader m1; replica m2's WAL receiver is stopped while m1 writes a few
@@ -197,31 +240,21 @@ async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
 /// answer /primary with 200 nor accept a write; resumed, m2 follows m3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn most_advanced_replica_wins() -> anyhow::Result<()> {
-    let fc = FaultCluster::builder()
-        .members(3)
-        .bootstrap(&format!("maximum_lag_on_failover = {MAX_LAG}"))
-        .start()
-        .await?;
-    let leader = fc.wait_ready(READY).await?;
-    anyhow::ensure!(leader == 0, "m1 should lead (started first)");
-    let (behind, ahead) = (1, 2);
-    let checker = fc.start_checker(leader).await?;
+    let (leader, behind, ahead) = (0, 1, 2);
+    let (fc, checker) = start_led_by_m1(None).await?;
 
-    let walreceiver = fc.pause_walreceiver(behind).await?;
-    fc.execute(
+    let (walreceiver, flushed) = write_while_stopped(
+        &fc,
         leader,
+        behind,
         "CREATE TABLE e2e_some AS SELECT g, repeat('y', 200) AS pad FROM generate_series(1, 1000) g",
     )
     .await?;
-    let flushed = primary_position(&fc, leader).await?;
-    wait_until(
+    wait_replica_has(
+        &fc,
         "the up-to-date replica to have everything",
-        Duration::from_secs(30),
-        async || {
-            let pos = replica_position(&fc, ahead).await?;
-            anyhow::ensure!(pos >= flushed, "{pos} < {flushed}");
-            Ok(())
-        },
+        ahead,
+        flushed,
     )
     .await?;
     // The leader publishes its position every cycle: wait for it, so the
@@ -274,16 +307,5 @@ async fn most_advanced_replica_wins() -> anyhow::Result<()> {
             fc.name(behind)
         ));
     }
-    let violations = report.describe_violations();
-    if !violations.is_empty() {
-        problems.push(violations);
-    }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "{}\n\nchecker:\n{}\n{}",
-        problems.join("\n"),
-        report.timeline(),
-        fc.logs(60)
-    );
-    Ok(())
+    finish(problems, &report, &fc)
 }
