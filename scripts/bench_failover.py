@@ -34,12 +34,10 @@ by pid at the end; `--cleanup DIR` stops whatever a killed run left behind.
 import argparse
 import concurrent.futures
 import datetime
-import glob
 import hashlib
 import http.client
 import json
 import os
-import platform
 import pwd
 import random
 import select
@@ -47,11 +45,16 @@ import shutil
 import signal
 import socket
 import statistics
-import string
 import subprocess
 import sys
 import threading
 import time
+
+from benchlib import (
+    STOP, EventLog, Interrupted, Registry, cmdline, fence_guard_of, guards_under, kill, ours_still,
+    load1, load_summary, machine, others_running, password, postmasters_under, sleep, stop_etcd, stop_group,
+    stop_on_signals, utcnow, wait_gone,
+)
 
 try:
     import psycopg2
@@ -78,8 +81,8 @@ INTERVAL = 0.05  # writer period
 OP_TIMEOUT = 2.0  # per writer operation (connect + INSERT, or one GET /primary)
 SUPERUSER = "postgres"
 REPLICATION_USER = "replicator"
+DATA_GLOB = os.path.join("*", "*", "data")  # DIR/<tool>-<setting>/pgN/data
 
-STOP = threading.Event()  # set on SIGINT/SIGTERM
 T0_WALL = time.time()
 T0_MONO = time.monotonic()
 
@@ -90,112 +93,7 @@ def wall(mono):
     return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%H:%M:%S.%f")[:-3]
 
 
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
-
-
-class Interrupted(Exception):
-    pass
-
-
-def sleep(seconds):
-    if STOP.wait(max(0.0, seconds)):
-        raise Interrupted()
-
-
 # --------------------------------------------------------------------------- processes
-
-
-def proc_start_time(pid):
-    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        if rest[0] == "Z":
-            return None
-        return int(rest[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def alive(pid):
-    return pid is not None and pid > 0 and proc_start_time(pid) is not None
-
-
-def kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-class Registry:
-    """Every process the benchmark starts, as (pid, start time, what) lines in DIR/pids.jsonl."""
-
-    def __init__(self, dir):
-        self.path = os.path.join(dir, "pids.jsonl")
-
-    def add(self, pid, what):
-        st = proc_start_time(pid)
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"pid": pid, "start": st, "what": what}) + "\n")
-
-    def entries(self):
-        try:
-            with open(self.path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except OSError:
-            return []
-
-
-def ours_still(entry):
-    return entry["start"] is not None and proc_start_time(entry["pid"]) == entry["start"]
-
-
-def wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(alive(p) for p in pids):
-            return True
-        time.sleep(0.1)
-    return not any(alive(p) for p in pids)
-
-
-def postmasters_under(dir):
-    """Postmasters of data directories under DIR: pid from postmaster.pid, checked on its command line."""
-    found = []
-    for pidfile in glob.glob(os.path.join(dir, "*", "*", "data", "postmaster.pid")):
-        data_dir = os.path.dirname(pidfile)
-        try:
-            with open(pidfile) as f:
-                pid = int(f.readline().strip())
-        except (OSError, ValueError):
-            continue
-        args = cmdline(pid)
-        if args and os.path.basename(args[0]) == "postgres" and data_dir in args:
-            found.append(pid)
-    return found
-
-
-def guards_under(dir):
-    """pgpilot fence-guard processes whose --data-dir lies under DIR."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        args = cmdline(int(entry))
-        if "fence-guard" in args and any(a.startswith(dir + "/") for a in args):
-            found.append(int(entry))
-    return found
 
 
 def cleanup(dir, log=print):
@@ -203,43 +101,17 @@ def cleanup(dir, log=print):
     entries = [e for e in Registry(dir).entries() if ours_still(e)]
     members = [e["pid"] for e in entries if e["what"] != "etcd"]
     etcd = [e["pid"] for e in entries if e["what"] == "etcd"]
-    for pid in members:
-        log(f"cleanup: SIGTERM member pid {pid}")
-        kill(pid, signal.SIGTERM)
-    if not wait_gone(members, 45):
-        for pid in members:
-            if alive(pid):
-                log(f"cleanup: SIGKILL member pid {pid}")
-                kill(pid, signal.SIGKILL)
-        wait_gone(members, 5)
-    for pid in postmasters_under(dir) + guards_under(dir):
+    stop_group(members, 45, log, label="member ")
+    for pid in postmasters_under(dir, DATA_GLOB) + guards_under(dir):
         log(f"cleanup: SIGQUIT leftover pid {pid} ({' '.join(cmdline(pid))[:80]})")
         kill(pid, signal.SIGQUIT)
-    for pid in postmasters_under(dir) + guards_under(dir):
+    for pid in postmasters_under(dir, DATA_GLOB) + guards_under(dir):
         if not wait_gone([pid], 10):
             kill(pid, signal.SIGKILL)
-    for pid in etcd:
-        log(f"cleanup: SIGTERM etcd pid {pid}")
-        kill(pid, signal.SIGTERM)
-    if not wait_gone(etcd, 10):
-        for pid in etcd:
-            kill(pid, signal.SIGKILL)
+    stop_etcd(etcd, log)
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class EventLog:
-    def __init__(self, path):
-        self.f = open(path, "a", buffering=1)
-        self.lock = threading.Lock()
-
-    def __call__(self, msg, echo=True):
-        line = f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z {msg}"
-        with self.lock:
-            self.f.write(line + "\n")
-        if echo:
-            print(line, flush=True)
 
 
 def http_status(host, port, path, method="GET", body=None, timeout=OP_TIMEOUT):
@@ -269,10 +141,6 @@ def free_port(port):
             return True
         except OSError:
             return False
-
-
-def password(n=20):
-    return "".join(random.SystemRandom().choice(string.ascii_letters + string.digits) for _ in range(n))
 
 
 def run_out(args, **kw):
@@ -467,26 +335,7 @@ primary_start_timeout = 300
     def guard_pid(self):
         """pgpilot's fence-guard: the child of the sidecar started as `pgpilot fence-guard`."""
         sidecar = self.sidecar_pid()
-        if sidecar is None:
-            return None
-        try:
-            with open(f"/proc/{sidecar}/task/{sidecar}/children") as f:
-                kids = [int(x) for x in f.read().split()]
-        except OSError:
-            kids = []
-        for pid in kids:
-            if "fence-guard" in cmdline(pid):
-                return pid
-        # The guard may be spawned from another thread of the sidecar.
-        for tid in os.listdir(f"/proc/{sidecar}/task"):
-            try:
-                with open(f"/proc/{sidecar}/task/{tid}/children") as f:
-                    for pid in (int(x) for x in f.read().split()):
-                        if "fence-guard" in cmdline(pid):
-                            return pid
-            except OSError:
-                pass
-        return None
+        return None if sidecar is None else fence_guard_of(sidecar)
 
     def wait_exit(self, timeout):
         if self.proc is None:
@@ -720,7 +569,7 @@ class Cluster:
                     self.bench.log(f"[{self.label}] {m.name} did not stop within 60 s: SIGKILL")
                     kill(m.proc.pid, signal.SIGKILL)
                     m.wait_exit(5)
-        for pid in postmasters_under(self.dir) + guards_under(self.dir):
+        for pid in postmasters_under(self.dir, DATA_GLOB) + guards_under(self.dir):
             kill(pid, signal.SIGQUIT)
             if not wait_gone([pid], 10):
                 kill(pid, signal.SIGKILL)
@@ -765,47 +614,15 @@ class Bench:
 
     # -- machine facts
     def sample_load(self):
-        try:
-            with open("/proc/loadavg") as f:
-                self.load_samples.append(float(f.read().split()[0]))
-        except OSError:
-            pass
+        load = load1()
+        if load is not None:
+            self.load_samples.append(load)
         # Other people's PostgreSQL / pgpilot / etcd processes (tests running on the machine).
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            args = cmdline(int(entry))
-            if not args:
-                continue
-            joined = " ".join(args)
-            base = os.path.basename(args[0])
-            if self.dir in joined:
-                continue
-            if base in ("postgres", "pgpilot", "etcd", "cargo", "rustc") or "pgpilot" in base or \
-                    "/deps/" in args[0]:
-                self.foreign_seen.add((base if "/deps/" not in args[0] else "test binary"))
+        self.foreign_seen |= others_running(self.dir, ("postgres", "pgpilot", "etcd", "cargo", "rustc"), "pgpilot")
 
     def versions(self):
         git = run_out(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "describe", "--always", "--dirty"])
-        mem_kb = read_meminfo("MemTotal")
-        cpu = "?"
-        try:
-            with open("/proc/cpuinfo") as f:
-                for line in f:
-                    if line.startswith("model name"):
-                        cpu = line.split(":", 1)[1].strip()
-                        break
-        except OSError:
-            pass
-        os_name = "?"
-        try:
-            with open("/etc/os-release") as f:
-                for line in f:
-                    if line.startswith("PRETTY_NAME="):
-                        os_name = line.split("=", 1)[1].strip().strip('"')
-        except OSError:
-            pass
         return {
             "pgpilot": f"{run_out([self.pgpilot, '--version'])} (git {git}, release build of "
                        f"{self.pgpilot_built}, sha256 {self.pgpilot_sha}…)",
@@ -814,11 +631,7 @@ class Bench:
             "postgresql": run_out([os.path.join(PG_BIN, "postgres"), "--version"]),
             "etcd": run_out(["etcd", "--version"]).splitlines()[0] if run_out(["etcd", "--version"]) else "?",
             "python3-psycopg2": psycopg2.__version__.split()[0],
-            "nproc": os.cpu_count(),
-            "memory": f"{mem_kb / 1024 / 1024:.1f} GiB" if mem_kb else "?",
-            "cpu": cpu,
-            "os": os_name,
-            "kernel": platform.release(),
+            **machine(),
         }
 
     # -- etcd
@@ -1137,17 +950,6 @@ class ClusterBroken(Exception):
     pass
 
 
-def read_meminfo(key):
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
 def measure(scenario, old, t0, acks, fails):
     """The scenario's figure from the writer's log, or None while it is not there yet.
 
@@ -1257,8 +1059,7 @@ def render(bench, facts, begin, end):
     rss_table = "\n".join(rss_lines)
 
     loads = bench.load_samples
-    load_s = (f"1-minute load average {min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f}) "
-              f"over {len(loads)} samples") if loads else "load not sampled"
+    load_s = load_summary(loads)
     foreign = ", ".join(sorted(bench.foreign_seen)) or "none"
     minutes = (end - begin).total_seconds() / 60
     runs_desc = f"{args.runs} run{'s' if args.runs != 1 else ''} per scenario"
@@ -1368,11 +1169,7 @@ def main():
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     args.command = args.command or " ".join(sys.argv)
 
-    def on_signal(signum, frame):
-        STOP.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals()
     bench = Bench(args)
     try:
         bench.main()

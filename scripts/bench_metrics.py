@@ -36,25 +36,28 @@ by pid at the end; `--cleanup` stops whatever a killed run left behind.
 
 import argparse
 import datetime
-import glob
 import hashlib
 import http.client
 import json
 import os
 import platform
 import pwd
-import random
 import re
 import select
 import shutil
 import signal
 import socket
 import statistics
-import string
 import subprocess
 import sys
 import threading
 import time
+
+from benchlib import (
+    STOP, EventLog, Interrupted, Registry, alive, cmdline, fence_guard_of, guards_under, kill, ours_still,
+    load1, load_summary, machine, others_running, password, postmasters_under, sleep, stop_etcd, stop_group,
+    stop_on_signals, utcnow, wait_gone,
+)
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 EXPORTER = "/usr/bin/prometheus-postgres-exporter"
@@ -69,139 +72,25 @@ EXPORTER_MODES = {
                "postgres_exporter --auto-discover-databases + per-table queries.yaml"),
 }
 SAMPLE_PERIOD = 0.2
-
-STOP = threading.Event()
-
-
-class Interrupted(Exception):
-    pass
-
-
-def sleep(seconds):
-    if STOP.wait(max(0.0, seconds)):
-        raise Interrupted()
-
-
-def utcnow():
-    return datetime.datetime.now(datetime.timezone.utc)
+DATA_GLOB = "*/data"  # DIR/pg1/data
 
 
 # --------------------------------------------------------------------------- processes
 
 
-def proc_start_time(pid):
-    """Field 22 of /proc/PID/stat: tells a process from a later one with the same pid."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            rest = f.read().rsplit(")", 1)[1].split()
-        if rest[0] == "Z":
-            return None
-        return int(rest[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def cmdline(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def alive(pid):
-    return pid is not None and pid > 0 and proc_start_time(pid) is not None
-
-
-def kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
-def wait_gone(pids, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not any(alive(p) for p in pids):
-            return True
-        time.sleep(0.1)
-    return not any(alive(p) for p in pids)
-
-
-class Registry:
-    """Every process the benchmark starts, as (pid, start time, what) lines in DIR/pids.jsonl."""
-
-    def __init__(self, dir):
-        self.path = os.path.join(dir, "pids.jsonl")
-
-    def add(self, pid, what):
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"pid": pid, "start": proc_start_time(pid), "what": what}) + "\n")
-
-    def entries(self):
-        try:
-            with open(self.path) as f:
-                return [json.loads(line) for line in f if line.strip()]
-        except OSError:
-            return []
-
-
-def postmasters_under(dir):
-    found = []
-    for pidfile in glob.glob(os.path.join(dir, "*", "data", "postmaster.pid")):
-        data_dir = os.path.dirname(pidfile)
-        try:
-            with open(pidfile) as f:
-                pid = int(f.readline().strip())
-        except (OSError, ValueError):
-            continue
-        args = cmdline(pid)
-        if args and os.path.basename(args[0]) == "postgres" and data_dir in args:
-            found.append(pid)
-    return found
-
-
-def guards_under(dir):
-    """pgpilot fence-guard processes whose --data-dir lies under DIR."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            args = cmdline(int(entry))
-            if "fence-guard" in args and any(a.startswith(dir + "/") for a in args):
-                found.append(int(entry))
-    return found
-
-
 def cleanup(dir, log=print):
     """Stop, by pid: exporters, then the sidecar (which stops PostgreSQL), leftovers, etcd."""
-    entries = [e for e in Registry(dir).entries()
-               if e["start"] is not None and proc_start_time(e["pid"]) == e["start"]]
+    entries = [e for e in Registry(dir).entries() if ours_still(e)]
     order = [[e["pid"] for e in entries if e["what"].startswith("exporter")],
              [e["pid"] for e in entries if e["what"] == "pgpilot"]]
     for group in order:
-        for pid in group:
-            log(f"cleanup: SIGTERM pid {pid} ({' '.join(cmdline(pid))[:80]})")
-            kill(pid, signal.SIGTERM)
-        if not wait_gone(group, 60):
-            for pid in group:
-                if alive(pid):
-                    log(f"cleanup: SIGKILL pid {pid}")
-                    kill(pid, signal.SIGKILL)
-            wait_gone(group, 5)
-    for pid in postmasters_under(dir) + guards_under(dir):
+        stop_group(group, 60, log, show_cmdline=True)
+    for pid in postmasters_under(dir, DATA_GLOB) + guards_under(dir):
         log(f"cleanup: SIGQUIT leftover pid {pid} ({' '.join(cmdline(pid))[:80]})")
         kill(pid, signal.SIGQUIT)
         if not wait_gone([pid], 10):
             kill(pid, signal.SIGKILL)
-    etcd = [e["pid"] for e in entries if e["what"] == "etcd"]
-    for pid in etcd:
-        log(f"cleanup: SIGTERM etcd pid {pid}")
-        kill(pid, signal.SIGTERM)
-    if not wait_gone(etcd, 10):
-        for pid in etcd:
-            kill(pid, signal.SIGKILL)
+    stop_etcd([e["pid"] for e in entries if e["what"] == "etcd"], log)
 
 
 # --------------------------------------------------------------------------- small helpers
@@ -212,10 +101,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def password(n=20):
-    return "".join(random.SystemRandom().choice(string.ascii_letters + string.digits) for _ in range(n))
 
 
 def run_out(args, **kw):
@@ -265,14 +150,6 @@ def cpu_ticks(pid):
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def load1():
-    try:
-        with open("/proc/loadavg") as f:
-            return float(f.read().split()[0])
-    except OSError:
-        return None
-
-
 def percentile(values, p):
     """Nearest-rank percentile (p in 0..100) of a non-empty list."""
     s = sorted(values)
@@ -282,19 +159,6 @@ def percentile(values, p):
 
 def mib(kb):
     return "—" if kb is None else f"{kb / 1024:.1f}"
-
-
-class EventLog:
-    def __init__(self, path):
-        self.f = open(path, "a", buffering=1)
-        self.lock = threading.Lock()
-
-    def __call__(self, msg, echo=True):
-        line = f"{utcnow().strftime('%Y-%m-%dT%H:%M:%S.%f')[:-3]}Z {msg}"
-        with self.lock:
-            self.f.write(line + "\n")
-        if echo:
-            print(line, flush=True)
 
 
 # --------------------------------------------------------------------------- SQL through psql
@@ -475,51 +339,21 @@ class Bench:
         load = load1()
         if load is not None:
             self.loads.append(load)
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            args = cmdline(int(entry))
-            if not args or self.dir in " ".join(args):
-                continue
-            base = os.path.basename(args[0])
-            if base in ("postgres", "pgpilot", "etcd", "cargo", "rustc", "moto_server") or "/deps/" in args[0]:
-                self.foreign.add("test binary" if "/deps/" in args[0] else base)
+        self.foreign |= others_running(self.dir, ("postgres", "pgpilot", "etcd", "cargo", "rustc", "moto_server"))
 
     def versions(self):
         git = run_out(["git", "-C", os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "describe", "--always", "--dirty"])
-        facts = {
+        return {
             "pgpilot": f"{run_out([self.pgpilot, '--version'])} (git {git}, release build of "
                        f"{self.pgpilot_built}, sha256 {self.pgpilot_sha}…)",
             "exporter": f"{run_out([EXPORTER, '--version']).splitlines()[0]}"
                         f" (Debian {run_out(['dpkg-query', '-W', '-f=${Version}', 'prometheus-postgres-exporter'])})",
             "postgresql": run_out([os.path.join(PG_BIN, "postgres"), "--version"]),
             "etcd": (run_out(["etcd", "--version"]).splitlines() or ["?"])[0],
-            "nproc": os.cpu_count(),
-            "kernel": platform.release(),
             "python": platform.python_version(),
+            **machine(),
         }
-        facts["cpu"] = "?"
-        try:
-            with open("/proc/cpuinfo") as f:
-                facts["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-        except (OSError, StopIteration):
-            pass
-        facts["os"] = "?"
-        try:
-            with open("/etc/os-release") as f:
-                facts["os"] = next(ln.split("=", 1)[1].strip().strip('"') for ln in f
-                                   if ln.startswith("PRETTY_NAME="))
-        except (OSError, StopIteration):
-            pass
-        mem = None
-        try:
-            with open("/proc/meminfo") as f:
-                mem = next(int(ln.split()[1]) for ln in f if ln.startswith("MemTotal:"))
-        except (OSError, StopIteration):
-            pass
-        facts["memory"] = f"{mem / 1024 / 1024:.1f} GiB" if mem else "?"
-        return facts
 
     # -- processes
     def spawn(self, name, args, log_name, **kw):
@@ -644,20 +478,7 @@ password = "{self.passwords[PGPILOT_ROLE]}"
 
     def guard_pid(self):
         """pgpilot's fence-guard: a child of the sidecar (of any of its threads)."""
-        sidecar = self.procs["pgpilot"].pid
-        try:
-            tids = os.listdir(f"/proc/{sidecar}/task")
-        except OSError:
-            return None
-        for tid in tids:
-            try:
-                with open(f"/proc/{sidecar}/task/{tid}/children") as f:
-                    for pid in (int(x) for x in f.read().split()):
-                        if "fence-guard" in cmdline(pid):
-                            return pid
-            except OSError:
-                pass
-        return None
+        return fence_guard_of(self.procs["pgpilot"].pid)
 
     # -- data
     def create_data(self):
@@ -990,8 +811,7 @@ def render(bench, facts, begin, end):
     mtable = "\n".join(mrows)
 
     loads = bench.loads
-    load_s = (f"1-minute load average {min(loads):.2f}–{max(loads):.2f} (median {statistics.median(loads):.2f}) "
-              f"over {len(loads)} samples") if loads else "load not sampled"
+    load_s = load_summary(loads)
     foreign = ", ".join(sorted(bench.foreign)) or "none"
     loaded = (loads and max(loads) > 1.0) or bench.foreign
     minutes = (end - begin).total_seconds() / 60
@@ -1088,11 +908,7 @@ def main():
         sys.exit("--scrapes and --time-limit must be above 0")
     args.command = args.command or " ".join(sys.argv)
 
-    def on_signal(signum, frame):
-        STOP.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals()
     bench = Bench(args)
     rc = 0
     try:
