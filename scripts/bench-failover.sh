@@ -52,12 +52,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- packages (idempotent) ------------------------------------------------------
-PACKAGES=(
-    postgresql-15 etcd-server etcd-client patroni python3-psycopg2 python3-etcd
-    protobuf-compiler build-essential pkg-config ca-certificates
-)
+# scripts/setup.sh's list, plus what only this benchmark runs.
+EXTRA_PACKAGES=(patroni python3-psycopg2 python3-etcd)
 if [ "$install" = yes ]; then
-    install_missing "${PACKAGES[@]}"
+    install_bench_packages "${EXTRA_PACKAGES[@]}"
     # Debian's services: the benchmark starts its own etcd and members.
     keep_services_stopped patroni etcd
     stop_debian_clusters

@@ -50,12 +50,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 # --- packages (idempotent) ------------------------------------------------------
-PACKAGES=(
-    postgresql-15 etcd-server etcd-client prometheus-postgres-exporter
-    protobuf-compiler build-essential pkg-config ca-certificates
-)
+# scripts/setup.sh's list, plus what only this benchmark runs.
+EXTRA_PACKAGES=(prometheus-postgres-exporter)
 if [ "$install" = yes ]; then
-    install_missing "${PACKAGES[@]}"
+    install_bench_packages "${EXTRA_PACKAGES[@]}"
     # Debian's services: the benchmark starts its own etcd, PostgreSQL and exporters.
     keep_services_stopped prometheus-postgres-exporter etcd
     stop_debian_clusters

@@ -44,19 +44,13 @@ esac
 [ -x "$PGPILOT" ] || { echo "build first: cargo build --release -p pgpilot" >&2; exit 2; }
 [ "$(id -u)" -eq 0 ] || { echo "run as root (PostgreSQL runs as postgres)" >&2; exit 2; }
 
-missing=()
-command -v pgbackrest >/dev/null || missing+=(pgbackrest)
-command -v stunnel4 >/dev/null || missing+=(stunnel4)
-command -v openssl >/dev/null || missing+=(openssl)
-command -v bc >/dev/null || missing+=(bc)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" || {
-        echo "could not install ${missing[*]}: install them and run again" >&2
-        exit 2
-    }
-fi
+# shellcheck source=scripts/setup-lib.sh
+. "$ROOT/scripts/setup-lib.sh"
+# What only this benchmark runs; pgpilot's own packages come from scripts/setup.sh.
+install_missing pgbackrest stunnel4 openssl bc time || {
+    echo "could not install the benchmark's packages: install them and run again" >&2
+    exit 2
+}
 
 WORK=$(mktemp -d /tmp/pgpilot-backup-bench.XXXXXX)
 chmod 755 "$WORK"

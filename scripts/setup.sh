@@ -1,36 +1,30 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine to build, test and demo pgpilot. Idempotent.
 #
-# - installs PostgreSQL 15, etcd, protoc, a C toolchain and Prometheus (its
-#   server and promtool, for the metrics tests) with apt (as root, or via sudo);
-# - keeps Debian's own PostgreSQL cluster and etcd service stopped and off
-#   (pgpilot's tests and demo start their own, on their own ports);
-# - checks that cargo exists and installs cargo-nextest if it is missing.
+# - installs the packages of scripts/setup-lib.sh's one list (PostgreSQL 15,
+#   etcd, protoc and the .proto files it imports, a C toolchain, openssl,
+#   Prometheus, Python's venv) with apt, as root or through sudo;
+# - keeps Debian's own PostgreSQL cluster, etcd and Prometheus services
+#   stopped and off (the tests and the demo start their own);
+# - checks the Rust toolchain against `rust-version` in Cargo.toml and adds
+#   rustfmt and clippy when they are missing; installs cargo-nextest;
+# - installs moto, the S3 server of the backup tests, at the versions pinned
+#   in scripts/moto-requirements.txt, into /opt/pgpilot-moto.
+#
+# It ends with "setup done" only when every step above succeeded.
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+# shellcheck source=scripts/setup-lib.sh
+. "$here/setup-lib.sh"
 
-PACKAGES=(
-    postgresql-15 postgresql-contrib
-    etcd-server etcd-client
-    protobuf-compiler build-essential pkg-config
-    curl ca-certificates
-    prometheus
-)
-
-say() { printf '==> %s\n' "$*"; }
-
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo)
-else
-    echo "setup.sh: run as root, or install sudo: installing packages needs root" >&2
+fail() {
+    printf 'setup.sh: %s\n' "$*" >&2
     exit 1
-fi
-as_root() { "${SUDO[@]}" "$@"; }
+}
 
 if ! command -v apt-get >/dev/null 2>&1; then
-    echo "setup.sh: apt-get not found; this script supports Debian 12 (bookworm)" >&2
-    exit 1
+    fail "apt-get not found; this script supports Debian 12 (bookworm)"
 fi
 if [ -r /etc/os-release ]; then
     # shellcheck disable=SC1091
@@ -41,89 +35,15 @@ if [ -r /etc/os-release ]; then
 fi
 
 # --- packages -----------------------------------------------------------------
-missing=()
-for pkg in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$pkg")
-    fi
-done
-
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    # Keep the packages' maintainer scripts from starting services during the
-    # install (the standard Debian policy-rc.d hook); leave an existing hook alone.
-    policy=/usr/sbin/policy-rc.d
-    added_policy=no
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
-        as_root chmod 755 "$policy"
-        added_policy=yes
-    fi
-    cleanup() { if [ "$added_policy" = yes ]; then as_root rm -f "$policy"; fi; }
-    trap cleanup EXIT
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
-    cleanup
-    trap - EXIT
-else
-    say "packages present: ${PACKAGES[*]}"
-fi
+install_missing "${PGPILOT_PACKAGES[@]}" || fail "installing packages failed"
+say "packages present: ${PGPILOT_PACKAGES[*]}"
 
 # --- keep Debian's own services stopped -----------------------------------------
-systemd_running() { [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; }
-
-# PostgreSQL: Debian creates the cluster 15/main and starts it. Stop it and
-# make it manual-start only (pg_ctlcluster 15 main start still works by hand).
-if command -v pg_lsclusters >/dev/null 2>&1; then
-    pg_lsclusters -h 2>/dev/null | while read -r version cluster _port status _rest; do
-        [ -n "${version:-}" ] || continue
-        if [ "$status" = online ] || [ "${status#online}" != "$status" ]; then
-            say "stopping Debian's PostgreSQL cluster $version/$cluster"
-            as_root pg_ctlcluster "$version" "$cluster" stop || true
-        fi
-        start_conf="/etc/postgresql/$version/$cluster/start.conf"
-        if [ -f "$start_conf" ] && ! grep -qx 'manual' "$start_conf"; then
-            say "setting $start_conf to manual (no start at boot)"
-            as_root sed -i 's/^\(auto\|disabled\)$/manual/' "$start_conf"
-        fi
-    done
-fi
-
-# etcd: Debian's etcd-server runs a system etcd on 2379.
-if dpkg-query -W -f='${Status}' etcd-server 2>/dev/null | grep -q 'install ok installed'; then
-    if systemd_running; then
-        if systemctl is-active --quiet etcd 2>/dev/null; then
-            say "stopping Debian's etcd service"
-            as_root systemctl stop etcd || true
-        fi
-        if systemctl is-enabled --quiet etcd 2>/dev/null; then
-            as_root systemctl disable etcd >/dev/null 2>&1 || true
-        fi
-    elif [ -x /etc/init.d/etcd ]; then
-        if as_root service etcd status >/dev/null 2>&1; then
-            say "stopping Debian's etcd service"
-            as_root service etcd stop || true
-        fi
-        if command -v update-rc.d >/dev/null 2>&1; then
-            as_root update-rc.d etcd disable >/dev/null 2>&1 || true
-        fi
-    fi
-fi
-
-# Prometheus: the metrics tests start their own server; Debian's service stays off.
-if dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed' && systemd_running; then
-    if systemctl is-active --quiet prometheus 2>/dev/null; then
-        say "stopping Debian's prometheus service"
-        as_root systemctl stop prometheus || true
-    fi
-    as_root systemctl disable prometheus >/dev/null 2>&1 || true
-fi
+stop_debian_clusters
+keep_services_stopped etcd prometheus
 
 # --- Rust ----------------------------------------------------------------------
-if ! command -v cargo >/dev/null 2>&1 && [ -f "$HOME/.cargo/env" ]; then
-    # shellcheck disable=SC1091
-    . "$HOME/.cargo/env"
-fi
+load_cargo
 if ! command -v cargo >/dev/null 2>&1; then
     cat >&2 <<'MSG'
 setup.sh: cargo not found. Install Rust with rustup, then run this script again:
@@ -133,40 +53,84 @@ setup.sh: cargo not found. Install Rust with rustup, then run this script again:
 MSG
     exit 1
 fi
-say "$(cargo --version)"
 
-if command -v rustup >/dev/null 2>&1; then
-    for component in rustfmt clippy; do
-        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
-            say "adding rustup component $component"
-            rustup component add "$component"
-        fi
+# The oldest Rust the workspace builds with: Cargo.toml's rust-version.
+needed=$(sed -n 's/^rust-version *= *"\([0-9.]*\)".*/\1/p' "$repo/Cargo.toml" | head -n 1)
+[ -n "$needed" ] || fail "no rust-version in $repo/Cargo.toml"
+have=$(rustc --version 2>/dev/null | awk '{print $2}')
+[ -n "$have" ] || fail "cargo is on PATH ($(command -v cargo)) but rustc is not; reinstall Rust with rustup"
+version_at_least() {
+    # version_at_least HAVE NEED: HAVE >= NEED, comparing major.minor.patch numerically.
+    local IFS=.
+    local -a h=($1) n=($2)
+    local i
+    for i in 0 1 2; do
+        local a=${h[$i]:-0} b=${n[$i]:-0}
+        a=${a%%[!0-9]*} b=${b%%[!0-9]*}
+        if ((10#${a:-0} > 10#${b:-0})); then return 0; fi
+        if ((10#${a:-0} < 10#${b:-0})); then return 1; fi
     done
+    return 0
+}
+if ! version_at_least "$have" "$needed"; then
+    if command -v rustup >/dev/null 2>&1; then
+        fix="run: rustup update stable && rustup default stable"
+    else
+        fix="this rustc ($(command -v rustc)) is not rustup's; Debian's rustc/cargo packages are too old: remove them (apt-get remove rustc cargo) and install Rust with rustup (https://rustup.rs)"
+    fi
+    fail "rustc $have is older than $needed, the rust-version in Cargo.toml; $fix"
 fi
+say "rustc $have (needs $needed or newer)"
+
+for component in rustfmt clippy; do
+    case $component in
+        rustfmt) probe=(cargo fmt --version) ;;
+        clippy) probe=(cargo clippy --version) ;;
+    esac
+    if ! "${probe[@]}" >/dev/null 2>&1; then
+        if command -v rustup >/dev/null 2>&1; then
+            say "adding rustup component $component"
+            rustup component add "$component" || fail "rustup component add $component failed"
+        else
+            fail "cargo ${component/rustfmt/fmt} is missing and there is no rustup to add it; install Rust with rustup (https://rustup.rs)"
+        fi
+    fi
+done
 
 if ! cargo nextest --version >/dev/null 2>&1; then
-    say "installing cargo-nextest"
-    cargo install cargo-nextest --locked
+    say "installing cargo-nextest (a few minutes: it is compiled from crates.io)"
+    cargo install cargo-nextest --locked || fail "cargo install cargo-nextest failed"
 fi
 say "$(cargo nextest --version 2>/dev/null | head -n 1)"
-say "setup done"
 
-# --- moto: the S3-compatible server of the backup tests (tests/tests/archive.rs) ---
-# Added with the WAL-archiving work. moto goes into its own virtualenv, because
-# Debian's python3 refuses system-wide pip installs (PEP 668). The tests look for
-# /opt/pgpilot-moto/bin/moto_server (or $PGPILOT_MOTO_SERVER). moto 5.2.5 or later
-# is needed: older 5.x releases answer CompleteMultipartUpload with a body the AWS
-# SDK rejects.
+# --- moto: the S3-compatible server of the backup tests (tests/src/backup/moto.rs) ---
+# In its own virtualenv, since Debian's python3 refuses system-wide pip installs
+# (PEP 668). moto 5.2.5 or later is needed: older 5.x releases answer
+# CompleteMultipartUpload with a body the AWS SDK rejects. Every package of the
+# venv is pinned in scripts/moto-requirements.txt, so a new release on PyPI
+# cannot change what the tests run against.
 MOTO_VENV=/opt/pgpilot-moto
-MOTO_SPEC='moto[server]>=5.2.5,<6'
-if ! "$MOTO_VENV/bin/python" -c 'import moto.server' >/dev/null 2>&1; then
-    if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'install ok installed'; then
-        say "installing python3-venv"
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get update
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
-    fi
-    say "installing $MOTO_SPEC into $MOTO_VENV"
-    as_root python3 -m venv "$MOTO_VENV"
-    as_root "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check "$MOTO_SPEC"
+MOTO_MIN=5.2.5
+MOTO_REQUIREMENTS="$here/moto-requirements.txt"
+moto_version() {
+    "$MOTO_VENV/bin/python" -c 'import moto.server, moto; print(moto.__version__)' 2>/dev/null
+}
+pinned=$(sed -n 's/^moto==\([0-9.]*\)$/\1/p' "$MOTO_REQUIREMENTS")
+[ -n "$pinned" ] || fail "$MOTO_REQUIREMENTS does not pin moto (moto==X.Y.Z)"
+version_at_least "$pinned" "$MOTO_MIN" || fail "$MOTO_REQUIREMENTS pins moto $pinned, older than $MOTO_MIN"
+current=$(moto_version || true)
+if [ "$current" != "$pinned" ]; then
+    say "installing moto $pinned (was: ${current:-none}) into $MOTO_VENV"
+    # Debian's python3, not whatever python3 comes first on PATH.
+    as_root rm -rf "$MOTO_VENV"
+    as_root /usr/bin/python3 -m venv "$MOTO_VENV" || fail "python3 -m venv $MOTO_VENV failed"
+    as_root "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+        --requirement "$MOTO_REQUIREMENTS" || fail "pip install -r $MOTO_REQUIREMENTS failed"
+    current=$(moto_version || true)
+    [ "$current" = "$pinned" ] || fail "moto in $MOTO_VENV reports '${current:-nothing}', expected $pinned"
 fi
-say "moto $("$MOTO_VENV/bin/python" -c 'import moto; print(moto.__version__)')"
+"$MOTO_VENV/bin/pip" check --disable-pip-version-check >/dev/null ||
+    fail "the packages in $MOTO_VENV do not fit together (pip check); delete $MOTO_VENV and run again"
+say "moto $current in $MOTO_VENV"
+
+say "setup done"

@@ -108,6 +108,33 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port found after 1000 attempts");
 }
 
+/// `count` consecutive loopback ports, the first returned, each free and
+/// held like [`free_port`]'s (for programs that derive their ports from one
+/// base port, such as `pgpilot demo up --base-port`).
+pub fn free_port_block(count: u16) -> u16 {
+    let mut guard = TAKEN.lock().unwrap_or_else(|e| e.into_inner());
+    let taken = guard.get_or_insert_with(HashMap::new);
+    let (low, high) = pool().unwrap_or((POOL_FLOOR, 32768));
+    assert!(high - low > count, "no room for {count} consecutive ports");
+    'attempt: for _ in 0..1000 {
+        let start = low + (random_u64() % u64::from(high - low - count)) as u16;
+        let range = start..start + count;
+        if range.clone().any(|p| taken.contains_key(&p)) {
+            continue;
+        }
+        let mut locks = Vec::with_capacity(usize::from(count));
+        for port in range.clone() {
+            match lock(port) {
+                Some(l) if bindable(port) => locks.push((port, l)),
+                _ => continue 'attempt,
+            }
+        }
+        taken.extend(locks);
+        return start;
+    }
+    panic!("no {count} consecutive free loopback ports found after 1000 attempts");
+}
+
 /// Does something accept TCP connections on 127.0.0.1:port?
 pub fn is_listening(port: u16) -> bool {
     std::net::TcpStream::connect_timeout(

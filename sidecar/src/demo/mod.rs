@@ -8,6 +8,7 @@
 //! DIR/pgN/pgpilot.toml     member N's configuration (generated passwords inside)
 //! DIR/pgN/pgpilot.log      the sidecar's output
 //! DIR/pgN/data/            PostgreSQL's data directory; DIR/pgN/data.log its log
+//! DIR/repo/                the members' posix backup repository (WAL archive, base backups)
 //! ```
 //!
 //! Ports derive from `--base-port` B: etcd client B, etcd peer B+1,
@@ -139,6 +140,10 @@ impl Layout {
     pub fn data_dir(&self, n: u8) -> PathBuf {
         self.member_dir(n).join("data")
     }
+    /// The posix backup repository every member archives WAL to.
+    pub fn repo_dir(&self) -> PathBuf {
+        self.dir.join("repo")
+    }
     /// Every port with what it is for, for the "port in use" check.
     pub fn ports(&self) -> Vec<(u16, String)> {
         let mut ports = vec![
@@ -208,10 +213,12 @@ impl PidsFile {
 /// Is this directory entry one the demo creates (`demo.pids`, `etcd`,
 /// `etcd.log`, `pg<N>`)?
 pub fn is_demo_entry(name: &str) -> bool {
-    matches!(name, "demo.pids" | "demo.pids.tmp" | "etcd" | "etcd.log")
-        || name
-            .strip_prefix("pg")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    matches!(
+        name,
+        "demo.pids" | "demo.pids.tmp" | "etcd" | "etcd.log" | "repo"
+    ) || name
+        .strip_prefix("pg")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Remove what a demo created in `dir`, then `dir` itself if nothing else is left.

@@ -118,6 +118,13 @@ password = {replication_password}
 [api]
 listen = "127.0.0.1:{api_port}"
 
+# WAL archiving and base backups to a directory shared by the members.
+[backup]
+repository = "posix"
+
+[backup.posix]
+path = {repo}
+
 # Cluster-wide settings, copied into etcd by the member that bootstraps.
 [bootstrap]
 ttl = 10
@@ -139,6 +146,7 @@ retry_timeout = 3
         replication = quote(REPLICATION_USER),
         replication_password = quote(&passwords.replication),
         api_port = layout.api_port(n),
+        repo = path(&layout.repo_dir()),
     )
 }
 
@@ -499,28 +507,26 @@ async fn start_all(
     } else {
         None
     };
+    // The backup repository: PostgreSQL's archive_command writes there as its user.
+    make_dir(&layout.repo_dir(), 0o750, pg_owner.as_ref())?;
     for n in layout.numbers() {
         let name = layout.name(n);
         let member_dir = layout.member_dir(n);
-        std::fs::create_dir_all(&member_dir)
-            .and_then(|_| {
-                std::fs::set_permissions(&member_dir, std::fs::Permissions::from_mode(0o755))
-            })
-            .map_err(|e| {
-                DemoError::failure(format!("cannot create {}: {e}", member_dir.display()))
-            })?;
         // The member directory is PostgreSQL's socket directory: its user writes there.
-        if let Some(user) = &pg_owner {
-            nix::unistd::chown(&member_dir, Some(user.uid), Some(user.gid)).map_err(|e| {
-                DemoError::failure(format!("cannot chown {}: {e}", member_dir.display()))
-            })?;
-        }
+        make_dir(&member_dir, 0o755, pg_owner.as_ref())?;
         let text = member_config(layout, n, &args.bin_dir, &passwords);
         let config_path = layout.config_path(n);
         // Never hand a member a file it would refuse.
         Config::parse(&text, &config_path)
             .map_err(|e| DemoError::failure(format!("generated an invalid file: {e}")))?;
         write_private(&config_path, &text)?;
+        // archive_command runs `pgpilot archive-push` as PostgreSQL's user,
+        // which reads this file.
+        if let Some(user) = &pg_owner {
+            nix::unistd::chown(&config_path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                DemoError::failure(format!("cannot chown {}: {e}", config_path.display()))
+            })?;
+        }
 
         let config_s = config_path.to_string_lossy().into_owned();
         let member_args = ["run", "--config", config_s.as_str()];
@@ -548,6 +554,18 @@ async fn start_all(
         )?;
     }
     Ok(etcd_ready)
+}
+
+/// Create `dir` with `mode`, owned by `owner` when given (PostgreSQL's user).
+fn make_dir(dir: &Path, mode: u32, owner: Option<&nix::unistd::User>) -> Result<(), DemoError> {
+    std::fs::create_dir_all(dir)
+        .and_then(|_| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| DemoError::failure(format!("cannot create {}: {e}", dir.display())))?;
+    if let Some(user) = owner {
+        nix::unistd::chown(dir, Some(user.uid), Some(user.gid))
+            .map_err(|e| DemoError::failure(format!("cannot chown {}: {e}", dir.display())))?;
+    }
+    Ok(())
 }
 
 /// Write a file only its owner can read (it holds passwords).
@@ -732,6 +750,21 @@ fn print_success(
             layout.api_port(n)
         );
     }
+    let leader_config = layout
+        .numbers()
+        .find(|&n| layout.name(n) == leader)
+        .map(|n| layout.config_path(n))
+        .unwrap_or_else(|| layout.config_path(1));
+    let config = leader_config.display();
+    let _ = writeln!(
+        out,
+        "\nBackups (posix repository {}, WAL archiving on):\n  \
+         {exe} backup -c {config}                     take a full backup (--type incr: incremental)\n  \
+         {exe} info -c {config}                       list the backups and the archived WAL\n  \
+         {exe} restore -c {config} --data-dir {dir}/restored   restore the latest backup into a new directory\n  \
+         (docs/backup.md: point-in-time targets, expire, verify, check)",
+        layout.repo_dir().display()
+    );
     let _ = writeln!(
         out,
         "\netcd: {} (keys under {})",
@@ -796,6 +829,8 @@ mod tests {
             ),
             (10, 1, 3)
         );
+        let backup = config.backup.expect("a demo member archives WAL");
+        assert_eq!(backup.posix.expect("posix repository").path, l.repo_dir());
     }
 
     #[test]
