@@ -11,9 +11,11 @@
 #   1. debootstrap: a minimal Debian 12 root (--variant=minbase) from Debian's
 #      archive, with the apt sources a new machine has (main, updates, security);
 #   2. enter:       /proc, /sys and /dev mounted into it, DNS and /etc/hosts as a
-#                   new machine has them; the host's Rust toolchain (rustup's
-#                   toolchain directory) bind-mounted read-only, since the README
-#                   asks for Rust from rustup first; nothing else from the host;
+#                   new machine has them, and this network's trust settings (the
+#                   egress proxy's CA certificates, /etc/pip.conf); the host's
+#                   Rust toolchain (rustup's toolchain directory) bind-mounted
+#                   read-only, since the README asks for Rust from rustup first;
+#                   nothing else from the host;
 #   3. clone:       a fresh `git clone` of this repository at REF inside it;
 #   4. demo:        `bash scripts/demo.sh` (installs, builds, `pgpilot demo up`),
 #                   then `pgpilot ctl list` must show 3 members, one leader and
@@ -162,6 +164,14 @@ mount -t proc proc "$root/proc" && mounted+=("$root/proc")
 mount -t sysfs sysfs "$root/sys" && mounted+=("$root/sys")
 mount --rbind /dev "$root/dev" && mount --make-rslave "$root/dev" && mounted+=("$root/dev")
 cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+# This network's own trust settings, which any machine on it has: the
+# certificate authorities of its TLS egress proxy (picked up when setup.sh
+# installs ca-certificates) and pip's pointer to the system store.
+mkdir -p "$root/usr/local/share/ca-certificates"
+for crt in /usr/local/share/ca-certificates/*.crt; do
+    [ -e "$crt" ] && cp "$crt" "$root/usr/local/share/ca-certificates/"
+done
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$root/etc/hosts"
 mkdir -p "$root/opt/rust-toolchain"
 mount --bind "$toolchain" "$root/opt/rust-toolchain" && mounted+=("$root/opt/rust-toolchain")
