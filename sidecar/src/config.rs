@@ -344,6 +344,9 @@ pub struct LogSection {
     /// Emit JSON lines instead of text.
     #[serde(default)]
     pub json: bool,
+    /// Also append the log to this file (stderr keeps it too).
+    #[serde(default)]
+    pub file: Option<PathBuf>,
 }
 
 impl Default for LogSection {
@@ -351,6 +354,7 @@ impl Default for LogSection {
         LogSection {
             level: default_log_level(),
             json: false,
+            file: None,
         }
     }
 }
@@ -477,6 +481,8 @@ impl Config {
     }
 
     /// Checks that serde cannot express: names, addresses, timing rules.
+    ///
+    /// Messages never quote a password's value.
     pub fn validate(&self) -> Result<(), Invalid> {
         check_name("cluster.scope", &self.cluster.scope)?;
         check_name("cluster.name", &self.cluster.name)?;
@@ -634,6 +640,23 @@ impl Config {
         if self.log.level.trim().is_empty() {
             return Err(Invalid::new("log.level", "must not be empty"));
         }
+        if self.log.file.as_ref().is_some_and(|f| !f.is_absolute()) {
+            return Err(Invalid::new("log.file", "must be an absolute path"));
+        }
+        for (key, secret) in [
+            (
+                "postgresql.authentication.superuser.password",
+                Some(pg.authentication.superuser.password.as_str()),
+            ),
+            (
+                "postgresql.authentication.replication.password",
+                Some(pg.authentication.replication.password.as_str()),
+            ),
+            ("api.password", self.api.password.as_deref()),
+            ("dcs.password", self.dcs.password.as_deref()),
+        ] {
+            check_secret(key, secret)?;
+        }
         if let Some(backup) = &self.backup {
             backup.validate()?;
             backup.validate_spool(&self.postgresql.data_dir)?;
@@ -711,6 +734,19 @@ fn missing_field_name(message: &str) -> Option<&str> {
     rest.split('`').next()
 }
 
+/// A password must be one line of printable characters: a newline or other
+/// control character would break the files and connection strings it goes
+/// into (pgpass, conninfo, HTTP headers). The message never shows the value.
+pub fn check_secret(key: &str, secret: Option<&str>) -> Result<(), Invalid> {
+    if secret.is_some_and(|s| s.chars().any(char::is_control)) {
+        return Err(Invalid::new(
+            key,
+            "must not contain a newline or other control character (value not shown)",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     pub(crate) const EXAMPLE: &str = r#"
@@ -766,6 +802,17 @@ mod tests {
             Err(e) => e.key().unwrap_or("<none>").to_string(),
             Ok(_) => panic!("accepted: {text}"),
         }
+    }
+
+    #[test]
+    fn password_with_a_newline_is_refused_without_showing_it() {
+        let text = EXAMPLE.replace("password = \"secret2\"", "password = \"top\\nsecret\"");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(
+            err.key(),
+            Some("postgresql.authentication.replication.password")
+        );
+        assert!(!err.to_string().contains("top"), "{err}");
     }
 
     #[test]

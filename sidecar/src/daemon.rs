@@ -23,7 +23,21 @@ pub fn main(config_path: &Path) -> i32 {
             return exit::USAGE;
         }
     };
-    init_tracing(&config.log.level, config.log.json);
+    let log_file = match &config.log.file {
+        None => None,
+        Some(path) => match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(file) => Some(file),
+            Err(e) => {
+                eprintln!("pgpilot: cannot open log.file {}: {e}", path.display());
+                return exit::USAGE;
+            }
+        },
+    };
+    init_tracing_with_file(&config.log.level, config.log.json, log_file);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,19 +53,30 @@ pub fn main(config_path: &Path) -> i32 {
 }
 
 pub fn init_tracing(level: &str, json: bool) {
+    init_tracing_with_file(level, json, None);
+}
+
+/// Log to stderr and, when given, also append to `file` (`log.file`).
+pub fn init_tracing_with_file(level: &str, json: bool, file: Option<std::fs::File>) {
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_file = file.is_some();
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(file))),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     if json {
         let _ = builder.json().with_ansi(false).try_init();
     } else {
         use std::io::IsTerminal;
         // Colours only for a person at a terminal; log files stay plain.
         let _ = builder
-            .with_ansi(std::io::stderr().is_terminal())
+            .with_ansi(!to_file && std::io::stderr().is_terminal())
             .try_init();
     }
 }

@@ -16,6 +16,8 @@ pub mod ha;
 pub mod metrics;
 pub mod postgres;
 pub mod repo;
+pub mod secret;
+pub mod snap;
 pub mod state;
 pub mod status;
 pub mod tls;

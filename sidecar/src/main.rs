@@ -42,6 +42,14 @@ enum Command {
     Verify(pgpilot::backup::verify::VerifyArgs),
     /// Check that WAL archiving works end to end (exit 82 on time-out).
     Check(pgpilot::backup::check::CheckArgs),
+    /// Check a member file as `pgpilot run` would, without starting anything.
+    CheckConfig {
+        /// The member's TOML configuration file.
+        #[arg(short, long, env = "PGPILOT_CONFIG")]
+        config: PathBuf,
+    },
+    /// The charmed-postgresql snap's hooks (install-hook, configure-hook).
+    Snap(pgpilot::snap::SnapArgs),
     /// Print the version.
     Version,
     /// Internal: the push-ahead worker of async archiving alone, in the
@@ -76,6 +84,17 @@ fn main() {
         Command::Verify(args) => pgpilot::backup::verify::main(args),
         Command::Check(args) => pgpilot::backup::check::main(args),
         Command::FenceGuard { data_dir } => pgpilot::ha::guard::run(data_dir),
+        Command::CheckConfig { config } => match pgpilot::config::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: valid", config.display());
+                pgpilot::exit::OK
+            }
+            Err(e) => {
+                eprintln!("pgpilot: {e}");
+                pgpilot::exit::USAGE
+            }
+        },
+        Command::Snap(args) => pgpilot::snap::main(args),
         Command::Version => {
             println!("pgpilot {}", pgpilot::VERSION);
             pgpilot::exit::OK

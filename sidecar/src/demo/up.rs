@@ -1,7 +1,6 @@
 //! `pgpilot demo up`: etcd, then N sidecars, then wait for a healthy cluster.
 
 use std::fmt::Write as _;
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -43,25 +42,9 @@ impl Passwords {
     }
 }
 
-/// Letters and digits from /dev/urandom (rejection sampling: no bias).
 fn random_password(len: usize) -> Result<String, DemoError> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let limit = 256 - 256 % ALPHABET.len();
-    let mut urandom = std::fs::File::open("/dev/urandom")
-        .map_err(|e| DemoError::failure(format!("cannot open /dev/urandom: {e}")))?;
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        urandom
-            .read_exact(&mut buf)
-            .map_err(|e| DemoError::failure(format!("cannot read /dev/urandom: {e}")))?;
-        for b in buf {
-            if (b as usize) < limit && out.len() < len {
-                out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
-            }
-        }
-    }
-    Ok(out)
+    crate::secret::random_password(len)
+        .map_err(|e| DemoError::failure(format!("cannot read /dev/urandom: {e}")))
 }
 
 /// A TOML basic string.
