@@ -83,6 +83,12 @@ cleanup() {
             tail -n 15 "$log_dir/$phase.log" | sed 's/^/   /' >&2
         fi
     fi
+    # The demo's own logs tell why a member did not become healthy.
+    if [ "$status" -ne 0 ] && [ -d "$root/tmp/pgpilot-demo" ]; then
+        mkdir -p "$log_dir/pgpilot-demo"
+        (cd "$root/tmp/pgpilot-demo" && find . -name '*.log' -exec cp --parents {} "$log_dir/pgpilot-demo/" \;) 2>/dev/null || true
+        printf '!! the demo logs are in %s\n' "$log_dir/pgpilot-demo" >&2
+    fi
     # Processes still running inside the root were started by this script.
     local pid pids=()
     for pid in $(ls /proc | grep -E '^[0-9]+$'); do
