@@ -16,6 +16,9 @@ PGPILOT_PACKAGES=(
     openssl                          # the TLS tests make certificates with the openssl command
     prometheus                       # prometheus and promtool for the metrics tests
     python3 python3-venv             # moto, the S3 server of the backup tests, in a virtualenv
+    snapd                            # `snap pack` (the client; no daemon) for scripts/build-snap.sh
+    squashfs-tools                   # mksquashfs under `snap pack`; unsquashfs to list a .snap
+    python3-yaml                     # scripts/snap-yaml.py: snapcraft.yaml -> meta/snap.yaml
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -28,6 +28,7 @@ pub mod netcut;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod snapd;
 pub mod sql;
 pub mod wait;
 pub mod writer;
