@@ -5,6 +5,7 @@
 # and writes the squashfs without the daemon).
 #
 #   bash scripts/build-snap.sh [--pgpilot-bin PATH] [--out DIR]
+#   bash scripts/build-snap.sh --download-only   # only fetch the debs into the cache
 #
 # 1. pgpilot: `cargo build --release -p pgpilot` (CARGO_TARGET_DIR, default
 #    /var/tmp/pgpilot-target), or the binary given with --pgpilot-bin;
@@ -48,11 +49,13 @@ usage() {
 }
 
 pgpilot_bin=""
+download_only=no
 out=/var/tmp/pgpilot-snap
 while [ "$#" -gt 0 ]; do
     case $1 in
     --pgpilot-bin) [ "$#" -ge 2 ] || usage; pgpilot_bin=$2; shift 2 ;;
     --out) [ "$#" -ge 2 ] || usage; out=$2; shift 2 ;;
+    --download-only) download_only=yes; shift ;;
     -h | --help) usage 0 ;;
     *) echo "build-snap.sh: unknown argument '$1'" >&2; usage ;;
     esac
@@ -79,7 +82,9 @@ for tool in snap unsquashfs dpkg-deb apt-get apt-cache ldd readelf setpriv pytho
 done
 
 # --- 1. pgpilot -------------------------------------------------------------------
-if [ -n "$pgpilot_bin" ]; then
+if [ "$download_only" = yes ]; then
+    step "pgpilot: not built (--download-only)"
+elif [ -n "$pgpilot_bin" ]; then
     [ -x "$pgpilot_bin" ] || fail "--pgpilot-bin $pgpilot_bin: not an executable file"
     step "pgpilot: using $pgpilot_bin (not building)"
 else
@@ -144,6 +149,11 @@ fi
 while read -r _url file _size _hash; do
     [ -s "$deb_cache/$file" ] || fail "$deb_cache/$file missing after apt-get download"
 done <<<"$uris"
+if [ "$download_only" = yes ]; then
+    step "the ${#all_debs[@]} packages are in $deb_cache"
+    echo "$deb_cache" >&3
+    exit 0
+fi
 
 pg_deb=$(printf '%s\n' "$files" | grep -m1 "^${SNAP_DEB_POSTGRESQL}_") || fail "no $SNAP_DEB_POSTGRESQL .deb"
 pg_deb_version=$(dpkg-deb -f "$deb_cache/$pg_deb" Version)

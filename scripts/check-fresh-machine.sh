@@ -20,7 +20,8 @@
 #   4. demo:        `bash scripts/demo.sh` (installs, builds, `pgpilot demo up`),
 #                   then `pgpilot ctl list` must show 3 members, one leader and
 #                   two streaming replicas, then `pgpilot demo down --clean`;
-#   5. fetch:       `cargo fetch` (the last step that needs the network);
+#   5. fetch:       `cargo fetch` and `build-snap.sh --download-only` (the last
+#                   steps that need the network);
 #   6. test:        `bash scripts/test.sh` in a network namespace of its own
 #                   (loopback only), so its ports cannot meet the host's.
 # On exit, also on failure or Ctrl-C, it stops every process still running in
@@ -215,8 +216,8 @@ run_logged in_root 'cd /root/pgpilot && target/release/pgpilot demo down --dir /
 end
 
 # --- 5. fetch --------------------------------------------------------------------------
-begin fetch "cargo fetch: every crate of the workspace, while the network is there"
-run_logged in_root 'cd /root/pgpilot && cargo fetch --locked'
+begin fetch "cargo fetch and the snap's debs, while the network is there"
+run_logged in_root 'cd /root/pgpilot && cargo fetch --locked && bash scripts/build-snap.sh --download-only'
 end
 
 # --- 6. test ---------------------------------------------------------------------------

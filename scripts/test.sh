@@ -30,6 +30,11 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo build -p pgpilot"
 cargo build -p pgpilot
 
+# The snap tests (tests/tests/snap.rs) run the real packed .snap.
+step "bash scripts/build-snap.sh (the packed snap the snap tests install)"
+PGPILOT_SNAP=$(bash scripts/build-snap.sh | tail -n 1)
+export PGPILOT_SNAP
+
 export PGPILOT_BIN="$CARGO_TARGET_DIR/debug/pgpilot"
-step "cargo nextest run --workspace (PGPILOT_BIN=$PGPILOT_BIN)"
+step "cargo nextest run --workspace (PGPILOT_BIN=$PGPILOT_BIN, PGPILOT_SNAP=$PGPILOT_SNAP)"
 cargo nextest run --workspace --no-fail-fast --profile ci "$@"
