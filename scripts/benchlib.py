@@ -1,9 +1,9 @@
-"""Shared pieces of scripts/bench_failover.py and scripts/bench_metrics.py.
+"""Shared pieces of scripts/bench_failover.py, scripts/bench_metrics.py and scripts/bench_snap.py.
 
 Python 3 standard library only (bench_metrics.py needs nothing else): stopping
 on a signal, processes told apart by pid and start time, the pid registry a
-run writes to DIR/pids.jsonl, the leftovers found under a work directory, and
-a time-stamped event log.
+run writes to DIR/pids.jsonl, the leftovers found under a work directory, a
+time-stamped event log, and the generated block of a docs/benchmarks.md section.
 """
 
 import datetime
@@ -265,3 +265,20 @@ class EventLog:
             self.f.write(line + "\n")
         if echo:
             print(line, flush=True)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def write_doc_block(path, marker, section, intro, block):
+    """Replace the generated block <!-- MARKER:begin ... --> ... <!-- MARKER:end --> of PATH (a Markdown
+    file); without one, append "## SECTION", INTRO and the block at the end (creating the file if needed)."""
+    begin, end = f"<!-- {marker}:begin", f"<!-- {marker}:end -->"
+    text = open(path).read() if os.path.exists(path) else "# Benchmarks\n"
+    if begin in text and end in text:
+        i, j = text.index(begin), text.index(end) + len(end)
+        text = text[:i] + block.strip() + text[j:]
+    else:
+        text = text.rstrip() + f"\n\n## {section}\n\n" + intro.strip() + "\n\n" + block.strip() + "\n"
+    with open(path, "w") as f:
+        f.write(text)

@@ -160,7 +160,10 @@ fn machine_settings(n: usize, count: usize) -> Vec<(String, String)> {
         .collect();
     [
         ("pgpilot.cluster.name", format!("m{n}")),
-        ("pgpilot.dcs.endpoints", format!("[{}]", endpoints.join(","))),
+        (
+            "pgpilot.dcs.endpoints",
+            format!("[{}]", endpoints.join(",")),
+        ),
         ("pgpilot.postgresql.listen", addr.clone()),
         ("pgpilot.postgresql.connect-address", format!("{addr}:5432")),
         ("pgpilot.api.listen", format!("{addr}:8008")),
@@ -177,7 +180,10 @@ fn machine_settings(n: usize, count: usize) -> Vec<(String, String)> {
         ("etcd.listen-client-urls", format!("http://{addr}:2379")),
         ("etcd.advertise-client-urls", format!("http://{addr}:2379")),
         ("etcd.listen-peer-urls", format!("http://{addr}:2380")),
-        ("etcd.initial-advertise-peer-urls", format!("http://{addr}:2380")),
+        (
+            "etcd.initial-advertise-peer-urls",
+            format!("http://{addr}:2380"),
+        ),
         ("pgbouncer.listen-addr", addr),
     ]
     .into_iter()
@@ -186,7 +192,10 @@ fn machine_settings(n: usize, count: usize) -> Vec<(String, String)> {
 }
 
 fn set(m: &Machine, pairs: &[(String, String)]) -> anyhow::Result<()> {
-    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let refs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     m.set(&refs).map(|_| ())
 }
 
@@ -203,7 +212,10 @@ fn refused(m: &Machine, key: &str, value: &str, secret: Option<&str>) -> anyhow:
         || (key == "pgpilot.bootstrap.loop-wait" && message.contains("pgpilot.bootstrap.ttl"));
     anyhow::ensure!(named, "the error does not name {key}: {message}");
     if let Some(secret) = secret {
-        anyhow::ensure!(!message.contains(secret), "the error shows the secret: {message}");
+        anyhow::ensure!(
+            !message.contains(secret),
+            "the error shows the secret: {message}"
+        );
     }
     anyhow::ensure!(
         rendered(m)? == before,
@@ -249,9 +261,11 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
     for (i, m) in machines.iter().enumerate() {
         let host = ip(i + 1);
         poll("the row count on every member", FORM, || {
-            Ok((sql(m, Some(&host), "select count(*) from snap_t", PASSWORD).ok()
-                == Some("100".into()))
-            .then_some(()))
+            Ok(
+                (sql(m, Some(&host), "select count(*) from snap_t", PASSWORD).ok()
+                    == Some("100".into()))
+                .then_some(()),
+            )
         })?;
     }
 
@@ -281,7 +295,7 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
                 "-d",
                 "postgres",
                 "-Atc",
-                "select inet_server_addr()::text || ' ' || pg_is_in_recovery()::text",
+                "select host(inet_server_addr()) || ' ' || pg_is_in_recovery()::text",
             ],
             PASSWORD,
         )?;
@@ -298,13 +312,22 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
         for app in ["pgpilot", "etcd", "pgbouncer"] {
             for pid in m.pids(app) {
                 if let Some((uid, cmdline)) = uid_of(pid) {
-                    assert_eq!(uid, DAEMON_UID, "{app} process {pid} ({cmdline}) runs as {uid}");
+                    assert_eq!(
+                        uid, DAEMON_UID,
+                        "{app} process {pid} ({cmdline}) runs as {uid}"
+                    );
                     seen.push(cmdline);
                 }
             }
         }
     }
-    for wanted in ["fence-guard", "postgres", "etcd", "pgbouncer", "pgpilot run"] {
+    for wanted in [
+        "fence-guard",
+        "postgres",
+        "etcd",
+        "pgbouncer",
+        "pgpilot run",
+    ] {
         assert!(
             seen.iter().any(|c| c.contains(wanted)),
             "no {wanted} process among {seen:#?}"
@@ -392,7 +415,11 @@ fn one_machine_with_the_install_defaults_backs_itself_up() -> anyhow::Result<()>
         text(&info)
     );
     let repo = m.common_dir().join("var/lib/pgpilot/repo");
-    assert!(repo.join("postgresql").is_dir(), "no stanza in {}", repo.display());
+    assert!(
+        repo.join("postgresql").is_dir(),
+        "no stanza in {}",
+        repo.display()
+    );
 
     // Without its settings the member refuses to start and says which
     // `snap set` is missing.
