@@ -64,9 +64,29 @@ async fn demo_up_backup_info_down() -> anyhow::Result<()> {
         down: false,
     };
 
+    // Run `up` from a binary in a directory only root can enter, as after
+    // a clone in /root (mode 0700): PostgreSQL's archive and restore
+    // commands run as `postgres` and must still find pgpilot.
+    let private = tmp.path().join("private");
+    std::fs::create_dir(&private)?;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    let private_bin = private.join("pgpilot");
+    std::fs::copy(pgpilot_e2e::pgpilot_bin()?, &private_bin)?;
     let up = tokio::task::spawn_blocking({
-        let (dir_s, base) = (dir_s.clone(), base.clone());
-        move || run_pgpilot(&["demo", "up", "--dir", &dir_s, "--base-port", &base])
+        let (dir_s, base, bin) = (dir_s.clone(), base.clone(), private_bin.clone());
+        move || -> anyhow::Result<Outcome> {
+            let started = std::time::Instant::now();
+            let out = std::process::Command::new(&bin)
+                .args(["demo", "up", "--dir", &dir_s, "--base-port", &base])
+                .env_remove("PGPILOT_CONFIG")
+                .output()?;
+            Ok(Outcome {
+                code: out.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                elapsed: started.elapsed(),
+            })
+        }
     })
     .await??;
     assert_eq!(up.code, 0, "{}", show("demo up", &up));

@@ -9,6 +9,7 @@
 //! DIR/pgN/pgpilot.log      the sidecar's output
 //! DIR/pgN/data/            PostgreSQL's data directory; DIR/pgN/data.log its log
 //! DIR/repo/                the members' posix backup repository (WAL archive, base backups)
+//! DIR/bin/pgpilot          the copy of pgpilot the members run (PostgreSQL's user reaches it)
 //! ```
 //!
 //! Ports derive from `--base-port` B: etcd client B, etcd peer B+1,
@@ -140,6 +141,10 @@ impl Layout {
     pub fn data_dir(&self, n: u8) -> PathBuf {
         self.member_dir(n).join("data")
     }
+    /// The copy of pgpilot the members run (PostgreSQL's user can reach it).
+    pub fn bin_path(&self) -> PathBuf {
+        self.dir.join("bin").join("pgpilot")
+    }
     /// The posix backup repository every member archives WAL to.
     pub fn repo_dir(&self) -> PathBuf {
         self.dir.join("repo")
@@ -215,7 +220,7 @@ impl PidsFile {
 pub fn is_demo_entry(name: &str) -> bool {
     matches!(
         name,
-        "demo.pids" | "demo.pids.tmp" | "etcd" | "etcd.log" | "repo"
+        "demo.pids" | "demo.pids.tmp" | "etcd" | "etcd.log" | "repo" | "bin"
     ) || name
         .strip_prefix("pg")
         .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))

@@ -400,7 +400,11 @@ pub async fn up(args: UpArgs) -> Result<(), DemoError> {
     // Written before anything starts: it marks the directory as a demo's.
     started.file.write(&dir).map_err(DemoError::failure)?;
 
-    match start_all(&args, &layout, &exe, &etcd_program, &mut started).await {
+    // PostgreSQL runs `pgpilot archive-push`/`archive-get` as its own user,
+    // who may not reach the binary where it was built (a clone in /root is
+    // 0700): the members run a copy inside DIR, which that user can reach.
+    let member_exe = copy_binary(&exe, &layout.bin_path())?;
+    match start_all(&args, &layout, &member_exe, &etcd_program, &mut started).await {
         Ok(etcd_ready) => {
             wait_healthy(&args, &layout, &exe, &mut started, started_at, etcd_ready).await
         }
@@ -537,6 +541,28 @@ async fn start_all(
         )?;
     }
     Ok(etcd_ready)
+}
+
+/// Copy `exe` to `to` (mode 0755), through a temporary file and a rename.
+fn copy_binary(exe: &Path, to: &Path) -> Result<PathBuf, DemoError> {
+    let fail = |e: std::io::Error| {
+        DemoError::failure(format!(
+            "cannot copy {} to {}: {e}",
+            exe.display(),
+            to.display()
+        ))
+    };
+    let dir = to.parent().unwrap_or(Path::new("/"));
+    make_dir(dir, 0o755, None)?;
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(
+        crate::postgres::conf::pgpilot_exe().unwrap_or(exe.to_path_buf()),
+        &tmp,
+    )
+    .map_err(fail)?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(fail)?;
+    std::fs::rename(&tmp, to).map_err(fail)?;
+    Ok(to.to_path_buf())
 }
 
 /// Create `dir` with `mode`, owned by `owner` when given (PostgreSQL's user).
