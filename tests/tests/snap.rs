@@ -334,6 +334,24 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
         );
     }
 
+    // Passwords given with snap set appear in no log and no hook output.
+    for m in &machines {
+        for (what, text) in [
+            ("hook output", m.hooks_log()),
+            ("pgpilot journal", m.journal("pgpilot")),
+            ("etcd journal", m.journal("etcd")),
+        ] {
+            assert!(
+                !text.contains(PASSWORD),
+                "the superuser password is in the {what}"
+            );
+            assert!(
+                !text.contains(REPL_PASSWORD),
+                "the replication password is in the {what}"
+            );
+        }
+    }
+
     // Bad settings are refused by name, and no rendered file changes.
     let m2 = &machines[1];
     refused(m2, "pgpilot.postgresql.port", "abc", None)?;
@@ -414,6 +432,29 @@ fn one_machine_with_the_install_defaults_backs_itself_up() -> anyhow::Result<()>
         "{}",
         text(&info)
     );
+    // Logs in $SNAP_COMMON/var/log as well as the journal; the daemons'
+    // files are their own.
+    for log in [
+        "var/log/pgpilot/pgpilot.log",
+        "var/log/postgresql/postgresql.log",
+        "var/log/etcd/etcd.log",
+    ] {
+        let path = m.common_dir().join(log);
+        let meta = std::fs::metadata(&path).with_context(|| format!("no {log}"))?;
+        assert!(meta.len() > 0, "{log} is empty");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(meta.uid(), DAEMON_UID, "{log} is not _daemon_'s");
+    }
+    assert!(
+        m.journal("pgpilot").contains("leader"),
+        "pgpilot's journal: {}",
+        m.journal("pgpilot")
+    );
+    {
+        use std::os::unix::fs::MetadataExt;
+        let data = m.common_dir().join("var/lib/postgresql/data");
+        assert_eq!(std::fs::metadata(&data)?.uid(), DAEMON_UID);
+    }
     let repo = m.common_dir().join("var/lib/pgpilot/repo");
     assert!(
         repo.join("postgresql").is_dir(),
