@@ -242,6 +242,15 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
         m.start(&["pgpilot"], true)?;
     }
     let leader = wait_cluster(&machines[0], count - 1, FORM)?;
+    // One etcd cluster: the snap's etcdctl finds its endpoint on its own.
+    let out = machines[2].run_app("etcdctl", &["member", "list", "-w", "json"], &[])?;
+    assert!(out.status.success(), "etcdctl member list: {}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout)?;
+    let names: Vec<&str> = list["members"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|m| m["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names.len(), count, "etcd members: {list}");
     let li: usize = leader.trim_start_matches('m').parse()?;
     let lm = &machines[li - 1];
 
