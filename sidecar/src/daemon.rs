@@ -226,6 +226,9 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     if let Some(task) = ahead_task {
         let _ = tokio::time::timeout(Duration::from_secs(6), task).await;
     }
+    // An on_stop started by the shutdown (say, one removing a virtual IP)
+    // may finish, within callback_timeout.
+    shared.callbacks.finish().await;
     match outcome {
         Ok(Ok(())) => Ok(exit::OK),
         Ok(Err(e)) => Err(StartError(exit::FAILURE, e.to_string())),

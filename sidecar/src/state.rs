@@ -118,6 +118,9 @@ pub struct Shared {
     running: Mutex<Option<MemberCommand>>,
     /// Wakes the HA loop early (a command, a switchover request).
     pub wake: tokio::sync::Notify,
+    /// `[postgresql.callbacks]`: told what happens to PostgreSQL, runs the
+    /// configured programs in the background.
+    pub callbacks: crate::ha::callbacks::Callbacks,
 }
 
 impl Shared {
@@ -125,6 +128,7 @@ impl Shared {
         let dynamic = config.bootstrap.clone();
         let exporter = crate::metrics::exporter(&config);
         let repo_watch = config.backup.as_ref().map(|_| Default::default());
+        let callbacks = crate::ha::callbacks::Callbacks::new(&config);
         Arc::new(Shared {
             config,
             postgres,
@@ -147,6 +151,7 @@ impl Shared {
             pending: Mutex::new(None),
             running: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            callbacks,
         })
     }
 

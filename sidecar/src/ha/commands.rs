@@ -16,6 +16,9 @@ impl<D: Dcs> Ha<D> {
                 pg.write_config(&params, upstream.as_ref(), standby)
                     .map_err(|e| e.to_string())?;
                 pg.reload().await.map_err(|e| e.to_string())?;
+                if pg.is_running() {
+                    self.announce(Event::Reloaded(self.pg_role()));
+                }
                 Ok("reloaded PostgreSQL's configuration".into())
             }
             MemberCommand::Restart => {
@@ -38,13 +41,17 @@ impl<D: Dcs> Ha<D> {
                             .map_err(|e| e.to_string())?;
                         pg.start().await
                     };
+                // Not a stop and a start for the callbacks: one on_restart
+                // (or a role change, if it came back as a standby).
                 match started {
                     Ok(()) => {
                         self.set_pg_state(PgState::Running, snap.role);
+                        self.announce(Event::Restarted(self.pg_role()));
                         Ok("restarted successfully".into())
                     }
                     Err(e) => {
                         self.set_pg_state(PgState::StartFailed, snap.role);
+                        self.announce(Event::StartFailed(self.pg_role()));
                         Err(format!("restart failed: {e}"))
                     }
                 }
@@ -56,9 +63,13 @@ impl<D: Dcs> Ha<D> {
                 if snap.view.leader.is_none() {
                     return Err("Cluster has no leader, can not reinitialize".into());
                 }
+                let (was_running, role) = (pg.is_running(), self.pg_role());
                 pg.stop(StopMode::Immediate)
                     .await
                     .map_err(|e| e.to_string())?;
+                if was_running {
+                    self.announce(Event::Stopped(role));
+                }
                 pg.wipe_data_dir().map_err(|e| e.to_string())?;
                 self.system_id = None;
                 self.rewind_failed = false;

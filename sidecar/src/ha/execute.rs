@@ -84,11 +84,13 @@ impl<D: Dcs> Ha<D> {
                 match pg.start().await {
                     Ok(()) => {
                         self.set_pg_state(PgState::Running, Role::Primary);
+                        self.announce(Event::Started(Role::Primary));
                         Ok(true)
                     }
                     Err(e) => {
                         // Let a healthy replica take over rather than hold the key uselessly.
                         self.set_pg_state(PgState::StartFailed, Role::Primary);
+                        self.announce(Event::StartFailed(Role::Primary));
                         let _ = self.dcs.release_leader().await;
                         Err(e.into())
                     }
@@ -121,6 +123,9 @@ impl<D: Dcs> Ha<D> {
                 }
                 tracing::info!("promoting PostgreSQL");
                 pg.promote().await?;
+                // Before anything else: scripts moving a virtual IP or
+                // repointing a pooler should not wait for the bookkeeping.
+                self.announce(Event::Promoted);
                 let counter = if view.failover.is_some() {
                     &self.shared.counters.switchovers
                 } else {
@@ -155,7 +160,11 @@ impl<D: Dcs> Ha<D> {
             Action::Demote => {
                 tracing::warn!("stopping PostgreSQL immediately to stop accepting writes");
                 self.set_pg_state(PgState::Stopping, Role::Demoted);
+                let (was_running, role) = (pg.is_running(), self.pg_role());
                 pg.stop(StopMode::Immediate).await?;
+                if was_running {
+                    self.announce(Event::Stopped(role));
+                }
                 self.following = None;
                 self.set_pg_state(PgState::Stopped, Role::Demoted);
                 Ok(true)
@@ -211,10 +220,13 @@ impl<D: Dcs> Ha<D> {
         match pg.start().await {
             Ok(()) => {
                 self.set_pg_state(PgState::Running, Role::Replica);
+                // A former primary gets on_role_change here, not on_start.
+                self.announce(Event::Started(Role::Replica));
                 Ok(())
             }
             Err(e) => {
                 self.set_pg_state(PgState::StartFailed, Role::Replica);
+                self.announce(Event::StartFailed(Role::Replica));
                 Err(e.into())
             }
         }
@@ -251,6 +263,9 @@ impl<D: Dcs> Ha<D> {
         match created {
             Ok(system_id) => {
                 tracing::info!(%system_id, "cluster bootstrapped");
+                // The starts and stops of the bootstrap itself are not
+                // announced (Patroni neither): only the primary it leaves.
+                self.announce(Event::Started(Role::Primary));
                 Ok(true)
             }
             Err(e) => {
@@ -435,6 +450,7 @@ impl<D: Dcs> Ha<D> {
                 standby,
             )?;
             pg.reload().await?;
+            self.announce(Event::Reloaded(self.pg_role()));
         }
         Ok(())
     }

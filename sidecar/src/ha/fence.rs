@@ -57,8 +57,11 @@ pub async fn guard(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             "fencing: PostgreSQL is writable but my leader lease is not provably mine \
              for the safety margin; stopping it immediately"
         );
-        if let Err(e) = pg.stop(StopMode::Immediate).await {
-            tracing::error!(error = %e, "fencing failed to stop PostgreSQL");
+        match pg.stop(StopMode::Immediate).await {
+            Ok(()) => shared.callbacks.notify(super::callbacks::Event::Stopped(
+                crate::cluster::Role::Primary,
+            )),
+            Err(e) => tracing::error!(error = %e, "fencing failed to stop PostgreSQL"),
         }
     }
     if let Some(g) = guard {

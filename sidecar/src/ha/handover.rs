@@ -17,8 +17,11 @@ impl<D: Dcs> Ha<D> {
             }
         } else {
             self.set_pg_state(PgState::Stopping, snap.role);
-            if let Err(e) = self.shared.postgres.stop(StopMode::Fast).await {
-                tracing::error!(error = %e, "cannot stop PostgreSQL");
+            let (was_running, role) = (self.shared.postgres.is_running(), self.pg_role());
+            match self.shared.postgres.stop(StopMode::Fast).await {
+                Ok(()) if was_running => self.announce(Event::Stopped(role)),
+                Ok(()) => {}
+                Err(e) => tracing::error!(error = %e, "cannot stop PostgreSQL"),
             }
             self.set_pg_state(PgState::Stopped, Role::Demoted);
         }
@@ -38,7 +41,11 @@ impl<D: Dcs> Ha<D> {
     ) -> Result<(), HaError> {
         let pg = self.shared.postgres.clone();
         self.set_pg_state(PgState::Stopping, Role::Primary);
+        let (was_running, role) = (pg.is_running(), self.pg_role());
         let stopped = pg.stop(StopMode::Fast).await;
+        if was_running && stopped.is_ok() {
+            self.announce(Event::Stopped(role));
+        }
         self.following = None;
         self.set_pg_state(PgState::Stopped, Role::Demoted);
         self.shared.update(|s| s.observation = None);

@@ -2,6 +2,7 @@
 //! call the pure [`decide::decide`], execute its actions in order, publish
 //! this member's status. The lease is renewed by its own task ([`lease`]).
 
+pub mod callbacks;
 mod commands;
 mod create;
 pub mod decide;
@@ -27,6 +28,7 @@ use crate::postgres::conf::{slot_name, Parameters, Upstream};
 use crate::postgres::{Observation, PgError, StopMode};
 use crate::state::{CommandResult, MemberCommand, Shared};
 use crate::status::NodeStatus;
+use callbacks::Event;
 use decide::{Action, DataDir, Decision, Inputs, LocalPg, PeerReport, StoppedAs};
 
 #[derive(Debug, thiserror::Error)]
@@ -272,7 +274,20 @@ impl<D: Dcs> Ha<D> {
             .unwrap_or_else(|| self.shared.config.bootstrap.clone());
         self.shared.update(|s| s.dynamic = dynamic.clone());
 
+        let announced = self.shared.callbacks.generation();
         let (local_pg, observation) = self.observe_pg().await;
+        if let LocalPg::Running { in_recovery, .. } = local_pg {
+            // Announces only what was not yet: a PostgreSQL this sidecar
+            // did not start, or one that came up after its start timed out.
+            let role = if in_recovery {
+                Role::Replica
+            } else {
+                Role::Primary
+            };
+            self.shared
+                .callbacks
+                .notify_observed(Event::FoundRunning(role), announced);
+        }
         let data = self.data_dir_state(observation.as_ref()).await?;
         let stopped_as = match (&local_pg, &data) {
             (LocalPg::Stopped, DataDir::Initialized { .. }) => self.stopped_as().await,
@@ -368,6 +383,21 @@ impl<D: Dcs> Ha<D> {
             });
             s.my_lease = lease;
         });
+    }
+
+    /// Tell the callbacks what just happened to PostgreSQL (returns at once).
+    fn announce(&self, event: Event) {
+        self.shared.callbacks.notify(event);
+    }
+
+    /// What the local PostgreSQL runs (or ran) as, by its data directory: a
+    /// standby (standby.signal) or the primary.
+    fn pg_role(&self) -> Role {
+        if self.shared.postgres.is_standby_configured() {
+            Role::Replica
+        } else {
+            Role::Primary
+        }
     }
 
     fn set_pg_state(&self, state: PgState, role: Role) {

@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::dynamic::DynamicConfig;
 
+mod callbacks;
+pub use callbacks::{split_words, CallbacksSection, CommandLine};
+
 /// Why a configuration file was refused. Always names the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -190,6 +193,10 @@ pub struct PostgresSection {
     pub parameters: BTreeMap<String, ParamValue>,
     /// Roles pgpilot creates and uses.
     pub authentication: Authentication,
+    /// Programs run when PostgreSQL starts, stops, restarts, reloads or
+    /// changes role (Patroni's `postgresql.callbacks`).
+    #[serde(default)]
+    pub callbacks: CallbacksSection,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -589,6 +596,7 @@ impl Config {
             ));
         }
         check_replica_methods(&pg.create_replica_methods, self.backup.is_some())?;
+        pg.callbacks.validate()?;
         for name in pg.parameters.keys() {
             if let Some(owner) = crate::postgres::conf::managed_parameter(name) {
                 return Err(Invalid::new(
