@@ -1,1 +1,31 @@
-//! The Juju charm that renders pgpilot configuration on each hook (later work).
+//! The Juju charm of charmed-postgresql: one binary, installed as the
+//! charm's `dispatch` (docs/charm.md).
+//!
+//! Layers, bottom up:
+//!
+//! - plain data: [`context`] (the hook environment as one typed event),
+//!   [`status`], [`config`] (options and their checks), [`peer`] (the peer
+//!   databags), [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
+//!   [`plan`] (steps);
+//! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
+//!   `snap` client), and [`host`] (clock, memory, randomness);
+//! - the decision: [`observe`] reads one snapshot, [`reconcile`] and
+//!   [`actions`] are pure functions of it, [`apply`] carries the plan out;
+//! - [`dispatch`]: one run, and its exit status; `main.rs` wires the real
+//!   drivers.
+
+pub mod actions;
+pub mod apply;
+pub mod cluster;
+pub mod config;
+pub mod context;
+pub mod dispatch;
+pub mod etcd;
+pub mod host;
+pub mod observe;
+pub mod peer;
+pub mod plan;
+pub mod reconcile;
+pub mod snap;
+pub mod status;
+pub mod tools;

@@ -1,0 +1,214 @@
+//! etcd membership through the snap's `etcdctl` (v3 API): the argv of
+//! `member list/add/promote/remove` and the JSON of `member list -w json`,
+//! plus the URLs and the `etcd.*` snap keys of one unit's member.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::peer::EtcdEntry;
+
+pub const CLIENT_PORT: u16 = 2379;
+pub const PEER_PORT: u16 = 2380;
+
+pub fn client_url(ip: &str) -> String {
+    format!("http://{ip}:{CLIENT_PORT}")
+}
+
+pub fn peer_url(ip: &str) -> String {
+    format!("http://{ip}:{PEER_PORT}")
+}
+
+/// One member of `etcdctl member list -w json`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct EtcdMember {
+    #[serde(rename = "ID")]
+    pub id: u64,
+    /// Empty until the member has started.
+    #[serde(default)]
+    pub name: String,
+    #[serde(rename = "peerURLs", default)]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs", default)]
+    pub client_urls: Vec<String>,
+    #[serde(rename = "isLearner", default)]
+    pub is_learner: bool,
+}
+
+impl EtcdMember {
+    /// etcdctl takes member ids in hexadecimal.
+    pub fn hex_id(&self) -> String {
+        format!("{:x}", self.id)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("etcdctl member list printed something else than JSON members: {0}")]
+pub struct ParseError(String);
+
+pub fn parse_member_list(out: &str) -> Result<Vec<EtcdMember>, ParseError> {
+    #[derive(Deserialize)]
+    struct List {
+        #[serde(default)]
+        members: Vec<EtcdMember>,
+    }
+    let list: List = serde_json::from_str(out.trim()).map_err(|e| ParseError(e.to_string()))?;
+    Ok(list.members)
+}
+
+fn base(endpoints: &[String]) -> Vec<String> {
+    vec![
+        format!("--endpoints={}", endpoints.join(",")),
+        "--command-timeout=5s".to_string(),
+    ]
+}
+
+pub fn member_list_args(endpoints: &[String]) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend(["member", "list", "-w", "json"].map(String::from));
+    a
+}
+
+pub fn member_add_learner_args(endpoints: &[String], name: &str, peer_url: &str) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend([
+        "member".to_string(),
+        "add".to_string(),
+        name.to_string(),
+        format!("--peer-urls={peer_url}"),
+        "--learner".to_string(),
+    ]);
+    a
+}
+
+pub fn member_promote_args(endpoints: &[String], id: u64) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend([
+        "member".to_string(),
+        "promote".to_string(),
+        format!("{id:x}"),
+    ]);
+    a
+}
+
+pub fn member_remove_args(endpoints: &[String], id: u64) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend([
+        "member".to_string(),
+        "remove".to_string(),
+        format!("{id:x}"),
+    ]);
+    a
+}
+
+/// etcd refuses to promote a learner that has not caught up yet: not a
+/// failure, the next hook tries again.
+pub fn is_not_caught_up(stderr: &str) -> bool {
+    let s = stderr.to_ascii_lowercase();
+    s.contains("not in sync") || s.contains("can only promote a learner member which is in sync")
+}
+
+/// The `etcd.*` snap keys that make `me` start as a member of `members`.
+/// Written once, before the member first starts: etcd reads its initial
+/// cluster only when its data directory is empty.
+pub fn bootstrap_keys(
+    me: &EtcdEntry,
+    ip: &str,
+    members: &[EtcdEntry],
+    token: &str,
+) -> Vec<(String, Value)> {
+    let initial_cluster = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_url))
+        .collect::<Vec<_>>()
+        .join(",");
+    let pairs = [
+        ("etcd.name", me.name.clone()),
+        ("etcd.initial-cluster", initial_cluster),
+        ("etcd.initial-cluster-state", me.initial_state.clone()),
+        ("etcd.initial-cluster-token", token.to_string()),
+        (
+            "etcd.listen-client-urls",
+            format!("{},http://127.0.0.1:{CLIENT_PORT}", client_url(ip)),
+        ),
+        ("etcd.advertise-client-urls", client_url(ip)),
+        ("etcd.listen-peer-urls", peer_url(ip)),
+        ("etcd.initial-advertise-peer-urls", peer_url(ip)),
+    ];
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_members_with_a_learner_that_has_not_started() {
+        let out = r#"{"header":{"cluster_id":14841639068965178418,"member_id":10276657743932975437,"raft_term":2},"members":[{"ID":10276657743932975437,"name":"postgresql-0","peerURLs":["http://10.0.0.1:2380"],"clientURLs":["http://10.0.0.1:2379"]},{"ID":17131947113617133043,"peerURLs":["http://10.0.0.2:2380"],"isLearner":true}]}"#;
+        let m = parse_member_list(out).unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].id, 10276657743932975437);
+        assert_eq!(m[0].hex_id(), "8e9e05c52164694d");
+        assert!(!m[0].is_learner);
+        assert_eq!(m[1].name, "");
+        assert!(m[1].is_learner);
+        assert!(m[1].client_urls.is_empty());
+        assert!(parse_member_list("Error: context deadline exceeded").is_err());
+    }
+
+    #[test]
+    fn etcdctl_argv() {
+        let eps = vec![
+            "http://10.0.0.1:2379".to_string(),
+            "http://10.0.0.2:2379".to_string(),
+        ];
+        assert_eq!(
+            member_list_args(&eps).join(" "),
+            "--endpoints=http://10.0.0.1:2379,http://10.0.0.2:2379 --command-timeout=5s member list -w json"
+        );
+        assert_eq!(
+            member_add_learner_args(&eps, "postgresql-2", "http://10.0.0.3:2380").join(" "),
+            "--endpoints=http://10.0.0.1:2379,http://10.0.0.2:2379 --command-timeout=5s member add postgresql-2 --peer-urls=http://10.0.0.3:2380 --learner"
+        );
+        assert_eq!(
+            member_promote_args(&eps, 255).join(" "),
+            "--endpoints=http://10.0.0.1:2379,http://10.0.0.2:2379 --command-timeout=5s member promote ff"
+        );
+        assert_eq!(member_remove_args(&eps, 10276657743932975437)[3], "remove");
+        assert!(is_not_caught_up(
+            "Error: etcdserver: can only promote a learner member which is in sync with leader"
+        ));
+    }
+
+    #[test]
+    fn bootstrap_keys_name_every_admitted_member() {
+        let entry = |n: u8, state: &str| EtcdEntry {
+            name: format!("postgresql-{n}"),
+            unit: format!("postgresql/{n}"),
+            peer_url: peer_url(&format!("10.0.0.{}", n + 1)),
+            client_url: client_url(&format!("10.0.0.{}", n + 1)),
+            learner: n > 0,
+            initial_state: state.into(),
+        };
+        let members = vec![entry(0, "new"), entry(1, "existing")];
+        let keys = bootstrap_keys(&members[1], "10.0.0.2", &members, "dev-postgresql");
+        let get = |k: &str| {
+            keys.iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str().unwrap().to_string())
+                .unwrap()
+        };
+        assert_eq!(
+            get("etcd.initial-cluster"),
+            "postgresql-0=http://10.0.0.1:2380,postgresql-1=http://10.0.0.2:2380"
+        );
+        assert_eq!(get("etcd.initial-cluster-state"), "existing");
+        assert_eq!(get("etcd.name"), "postgresql-1");
+        assert_eq!(
+            get("etcd.listen-client-urls"),
+            "http://10.0.0.2:2379,http://127.0.0.1:2379"
+        );
+    }
+}

@@ -1,0 +1,183 @@
+//! What a hook decided to do: an ordered list of [`Step`]s and the statuses
+//! to show. Plain data: [`crate::reconcile`] and [`crate::actions`] build it,
+//! [`crate::apply`] carries it out in order and stops at the first step that
+//! fails.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::snap::is_secret_key;
+use crate::status::Status;
+use crate::tools::LogLevel;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// A status shown at once, before long steps (status-set is immediate).
+    ShowStatus(Status),
+    /// `snap install --dangerous FILE` (the charm's resource).
+    InstallSnapFile(PathBuf),
+    /// `snap install charmed-postgresql --revision N`.
+    InstallSnapRevision(String),
+    /// `snap refresh --hold`.
+    HoldSnap,
+    /// application-version-set (and recorded in the unit bag).
+    SetWorkloadVersion(String),
+    OpenPort(String),
+    /// relation-set on this unit's peer bag; an empty value deletes.
+    SetUnitData(BTreeMap<String, String>),
+    /// relation-set --app on the peer relation (leader only).
+    SetAppData(BTreeMap<String, String>),
+    /// secret-add --owner application, then its URI into the app bag.
+    CreateAppSecret {
+        label: String,
+        content: BTreeMap<String, String>,
+    },
+    /// secret-set: a new revision.
+    UpdateAppSecret {
+        id: String,
+        content: BTreeMap<String, String>,
+    },
+    /// secret-remove --revision (an obsolete revision nobody tracks).
+    RemoveSecretRevision {
+        id: String,
+        revision: u32,
+    },
+    /// etcdctl member add --learner.
+    EtcdAddLearner {
+        name: String,
+        peer_url: String,
+        endpoints: Vec<String>,
+    },
+    /// etcdctl member promote; "not caught up yet" stops the plan quietly.
+    EtcdPromote {
+        id: u64,
+        name: String,
+        endpoints: Vec<String>,
+    },
+    /// etcdctl member remove.
+    EtcdRemove {
+        id: u64,
+        name: String,
+        endpoints: Vec<String>,
+    },
+    /// `snap set charmed-postgresql k=v ...` (one transaction).
+    SnapSet(Vec<(String, Value)>),
+    StartServices(Vec<String>),
+    /// `snap stop --disable`: stays down across reboots and refreshes.
+    StopServices(Vec<String>),
+    /// Cluster-wide settings through pgpilot (`patronictl edit-config`,
+    /// i.e. PATCH /config): `settings` are top-level keys, `parameters`
+    /// PostgreSQL parameters; a null value removes.
+    PatchClusterConfig {
+        settings: Vec<(String, Value)>,
+        parameters: Vec<(String, Value)>,
+    },
+    /// Restart this member's PostgreSQL through pgpilot (pending restart).
+    RestartMember(String),
+    /// Wipe and clone this member again (`patronictl reinit`).
+    ReinitMember(String),
+    /// Planned switchover to `candidate`.
+    Switchover {
+        leader: String,
+        candidate: String,
+    },
+    /// Failover to `candidate` (no healthy primary needed).
+    Failover {
+        candidate: String,
+    },
+    /// ALTER ROLE ... PASSWORD on the primary, as the superuser.
+    AlterRolePassword {
+        host: String,
+        port: u16,
+        role: String,
+        password: String,
+        superuser_password: String,
+    },
+}
+
+impl Step {
+    /// One line for logs, secret values redacted.
+    pub fn describe(&self) -> String {
+        match self {
+            Step::SnapSet(pairs) => {
+                let keys: Vec<String> = pairs
+                    .iter()
+                    .map(|(k, v)| {
+                        if is_secret_key(k) {
+                            format!("{k}=<redacted>")
+                        } else {
+                            format!("{k}={v}")
+                        }
+                    })
+                    .collect();
+                format!("snap set {}", keys.join(" "))
+            }
+            Step::CreateAppSecret { label, content } => {
+                format!("secret-add {label} ({} keys)", content.len())
+            }
+            Step::UpdateAppSecret { id, content } => {
+                format!("secret-set {id} ({} keys)", content.len())
+            }
+            Step::AlterRolePassword { host, role, .. } => {
+                format!("ALTER ROLE {role} PASSWORD <redacted> on {host}")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+}
+
+/// What a hook run does.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub steps: Vec<Step>,
+    /// Set at the end; `None`: already right.
+    pub unit_status: Option<Status>,
+    /// Leader only; `None`: already right.
+    pub app_status: Option<Status>,
+    /// juju-log lines (not changes).
+    pub logs: Vec<(LogLevel, String)>,
+}
+
+impl Plan {
+    /// Nothing to change (logs aside).
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.unit_status.is_none() && self.app_status.is_none()
+    }
+
+    pub fn push(&mut self, step: Step) {
+        self.steps.push(step);
+    }
+
+    pub fn log(&mut self, level: LogLevel, message: impl Into<String>) {
+        self.logs.push((level, message.into()));
+    }
+}
+
+/// The outcome of an action: steps to run, then results or a failure.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ActionPlan {
+    pub steps: Vec<Step>,
+    /// action-set, after the steps succeeded.
+    pub results: BTreeMap<String, String>,
+    /// action-fail with this message (no step runs).
+    pub failure: Option<String>,
+    /// action-log lines.
+    pub progress: Vec<String>,
+}
+
+impl ActionPlan {
+    pub fn fail(message: impl Into<String>) -> Self {
+        ActionPlan {
+            failure: Some(message.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn result(key: &str, value: impl Into<String>) -> Self {
+        let mut p = ActionPlan::default();
+        p.results.insert(key.to_string(), value.into());
+        p
+    }
+}
