@@ -40,3 +40,27 @@ stop_pid() {
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
     fi
 }
+
+# bench_workdir DIR PREFIX: DIR, or a new /tmp/PREFIX.XXXXXX when DIR is
+# empty; created with mode 0755 (PostgreSQL's user must enter it).
+bench_workdir() {
+    local d=$1
+    [ -n "$d" ] || d=$(mktemp -d "/tmp/$2.XXXXXX")
+    mkdir -p "$d"
+    chmod 755 "$d"
+    printf '%s\n' "$d"
+}
+
+# bench_finish LOGS CLEANUP...: the body of a benchmark's EXIT trap: stop the
+# Python driver ($py_pid), run CLEANUP (the driver's --cleanup, which stops
+# by pid and start time whatever the run still has running), say where the
+# logs are (LOGS describes $dir's files) and exit with the run's status.
+bench_finish() {
+    local rc=$? logs=$1
+    shift
+    trap - EXIT INT TERM
+    stop_pid "$py_pid"
+    "$@" || true
+    say "logs in $dir ($logs)"
+    exit "$rc"
+}

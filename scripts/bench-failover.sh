@@ -66,11 +66,7 @@ build_release "$build" bench-failover.sh "pass --no-build"
 [ -x "$pgpilot" ] || { echo "bench-failover.sh: $pgpilot not found" >&2; exit 1; }
 
 # --- run ---------------------------------------------------------------------------
-if [ -z "$dir" ]; then
-    dir=$(mktemp -d /tmp/pgpilot-bench.XXXXXX)
-fi
-mkdir -p "$dir"
-chmod 755 "$dir"
+dir=$(bench_workdir "$dir" pgpilot-bench)
 case "$doc" in
     default) if [ "$quick" = no ]; then py_args+=(--doc "$repo/docs/benchmarks.md"); fi ;;
     none) ;;
@@ -79,13 +75,8 @@ esac
 
 py_pid=""
 finish() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$py_pid"
-    # Whatever is still running from this run's pid list (by pid and start time).
-    /usr/bin/python3 "$repo/scripts/bench_failover.py" --dir "$dir" --pgpilot "$pgpilot" --cleanup || true
-    say "logs in $dir (bench.log, results.json, report.md; <tool>-<ttl>-<loop_wait>-<retry_timeout>/: pgN/sidecar.log, writer-<scenario>-<run>.tsv)"
-    exit "$rc"
+    bench_finish "bench.log, results.json, report.md; <tool>-<ttl>-<loop_wait>-<retry_timeout>/: pgN/sidecar.log, writer-<scenario>-<run>.tsv" \
+        /usr/bin/python3 "$repo/scripts/bench_failover.py" --dir "$dir" --pgpilot "$pgpilot" --cleanup
 }
 trap finish EXIT
 trap 'exit 130' INT TERM

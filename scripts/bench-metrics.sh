@@ -68,21 +68,12 @@ fi
 [ -x "$pgpilot" ] || { echo "bench-metrics.sh: $pgpilot not found or not executable" >&2; exit 1; }
 
 # --- run ---------------------------------------------------------------------------
-if [ -z "$dir" ]; then
-    dir=$(mktemp -d /tmp/pgpilot-metrics-bench.XXXXXX)
-fi
-mkdir -p "$dir"
-chmod 755 "$dir"
+dir=$(bench_workdir "$dir" pgpilot-metrics-bench)
 
 py_pid=""
 finish() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$py_pid"
-    # Whatever is still running from this run's pid list (by pid and start time).
-    /usr/bin/python3 "$repo/scripts/bench_metrics.py" --dir "$dir" --cleanup || true
-    say "logs in $dir (bench.log, results.json, report.md, sidecar.log, exporter-<mode>.log, pg1/postgresql.log)"
-    exit "$rc"
+    bench_finish "bench.log, results.json, report.md, sidecar.log, exporter-<mode>.log, pg1/postgresql.log" \
+        /usr/bin/python3 "$repo/scripts/bench_metrics.py" --dir "$dir" --cleanup
 }
 trap finish EXIT
 trap 'exit 130' INT TERM

@@ -84,21 +84,12 @@ snap=$(readlink -f "$snap")
 say "snap $snap: $(awk -v b="$(stat -c %s "$snap")" 'BEGIN { printf "%.1f MiB (%d bytes)", b / 1048576, b }')"
 
 # --- run ---------------------------------------------------------------------------
-if [ -z "$dir" ]; then
-    dir=$(mktemp -d /tmp/pgpilot-snap-bench.XXXXXX)
-fi
-mkdir -p "$dir"
-chmod 755 "$dir"
+dir=$(bench_workdir "$dir" pgpilot-snap-bench)
 
 py_pid=""
 finish() {
-    local rc=$?
-    trap - EXIT INT TERM
-    stop_pid "$py_pid"
-    # Whatever is still running from this run's pid list (by pid and start time).
-    /usr/bin/python3 "$repo/scripts/bench_snap.py" --dir "$dir" --cleanup || true
-    say "logs in $dir (bench.log, results.json, snap.json, report.md, cargo-*.log, etcd.log, exporter.log, patroni-*/pg1/)"
-    exit "$rc"
+    bench_finish "bench.log, results.json, snap.json, report.md, cargo-*.log, etcd.log, exporter.log, patroni-*/pg1/" \
+        /usr/bin/python3 "$repo/scripts/bench_snap.py" --dir "$dir" --cleanup
 }
 trap finish EXIT
 trap 'exit 130' INT TERM

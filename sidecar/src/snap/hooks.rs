@@ -238,13 +238,7 @@ mod tests {
 
     #[test]
     fn the_defaults_render_every_service() {
-        let paths = SnapPaths {
-            instance: "charmed-postgresql".into(),
-            snap: PathBuf::from("/snap/charmed-postgresql/x1"),
-            snap_data: PathBuf::from("/var/snap/charmed-postgresql/x1"),
-            snap_common: PathBuf::from("/var/snap/charmed-postgresql/common"),
-            pg_bin_dir: PathBuf::from("/snap/charmed-postgresql/x1/usr/lib/postgresql/15/bin"),
-        };
+        let paths = crate::snap::test_paths();
         let doc = nest(&defaults("host1", "pw1", "pw2"));
         let services = render_all(&doc, &paths).unwrap();
         for s in &services {

@@ -217,13 +217,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn paths() -> SnapPaths {
-        SnapPaths {
-            instance: "charmed-postgresql".into(),
-            snap: PathBuf::from("/snap/charmed-postgresql/x1"),
-            snap_data: PathBuf::from("/var/snap/charmed-postgresql/x1"),
-            snap_common: PathBuf::from("/var/snap/charmed-postgresql/common"),
-            pg_bin_dir: PathBuf::from("/snap/charmed-postgresql/x1/usr/lib/postgresql/15/bin"),
-        }
+        crate::snap::test_paths()
     }
 
     fn tree() -> Value {

@@ -164,6 +164,18 @@ impl SnapPaths {
     }
 }
 
+/// The paths of a snap installed at revision x1, for the renderers' tests.
+#[cfg(test)]
+pub(crate) fn test_paths() -> SnapPaths {
+    SnapPaths {
+        instance: "charmed-postgresql".into(),
+        snap: PathBuf::from("/snap/charmed-postgresql/x1"),
+        snap_data: PathBuf::from("/var/snap/charmed-postgresql/x1"),
+        snap_common: PathBuf::from("/var/snap/charmed-postgresql/common"),
+        pg_bin_dir: PathBuf::from("/snap/charmed-postgresql/x1/usr/lib/postgresql/15/bin"),
+    }
+}
+
 /// `pgpilot snap ...`
 #[derive(Debug, clap::Args)]
 pub struct SnapArgs {

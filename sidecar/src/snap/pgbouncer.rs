@@ -257,16 +257,9 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Rendered, SnapError> {
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::path::PathBuf;
 
     fn paths() -> SnapPaths {
-        SnapPaths {
-            instance: "charmed-postgresql".into(),
-            snap: PathBuf::from("/snap/charmed-postgresql/x1"),
-            snap_data: PathBuf::from("/var/snap/charmed-postgresql/x1"),
-            snap_common: PathBuf::from("/var/snap/charmed-postgresql/common"),
-            pg_bin_dir: PathBuf::from("/x"),
-        }
+        crate::snap::test_paths()
     }
 
     #[test]
