@@ -35,7 +35,7 @@ CARRIED = ["name", "version", "summary", "description", "base", "grade",
 BUILD_ONLY = {"parts", "platforms", "adopt-info", "build-base",
               "build-packages", "build-snaps", "package-repositories"}
 APP_KEYS = ["command", "command-chain", "daemon", "install-mode",
-            "restart-condition", "stop-mode", "stop-timeout", "environment", "plugs"]
+            "restart-condition", "restart-delay", "stop-mode", "stop-timeout", "environment", "plugs"]
 # snapd's stop modes: the signal, to the main process or (-all) the whole unit.
 STOP_MODES = {f"{sig}{all_}" for sig in ("sigterm", "sighup", "sigusr1", "sigusr2", "sigint")
               for all_ in ("", "-all")}
@@ -202,8 +202,9 @@ def validate(sy):
                 errors.append(f"{where}.{key}: only for daemons")
             if key in app and app[key] not in allowed:
                 errors.append(f"{where}.{key} {app[key]!r}: one of {sorted(allowed)}")
-        if "stop-timeout" in app and not re.match(r"^\d+(ns|us|ms|s|m|h)?$", str(app["stop-timeout"])):
-            errors.append(f"{where}.stop-timeout {app['stop-timeout']!r}: a duration such as 60s")
+        for key in ("stop-timeout", "restart-delay"):
+            if key in app and not re.match(r"^\d+(ns|us|ms|s|m|h)?$", str(app[key])):
+                errors.append(f"{where}.{key} {app[key]!r}: a duration such as 60s")
     for name in sy.get("hooks") or {}:
         if name not in HOOK_NAMES and not any(re.fullmatch(p, name) for p in HOOK_PATTERNS):
             errors.append(f"hooks.{name}: not a hook snapd runs")

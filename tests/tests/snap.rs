@@ -455,7 +455,7 @@ fn one_machine_with_the_install_defaults_backs_itself_up() -> anyhow::Result<()>
         assert_eq!(meta.uid(), DAEMON_UID, "{log} is not _daemon_'s");
     }
     assert!(
-        m.journal("pgpilot").contains("leader"),
+        m.journal("pgpilot").contains("cluster bootstrapped"),
         "pgpilot's journal: {}",
         m.journal("pgpilot")
     );
