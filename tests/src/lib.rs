@@ -22,6 +22,7 @@ pub mod etcd;
 pub mod exposition;
 pub mod faults;
 pub mod http;
+pub mod juju;
 pub mod member;
 pub mod monitoring;
 pub mod netcut;
