@@ -31,6 +31,7 @@ pub mod process;
 pub mod prometheus;
 pub mod snapd;
 pub mod sql;
+pub mod toolsock;
 pub mod wait;
 pub mod writer;
 
@@ -52,6 +53,33 @@ pub const SCOPE: &str = "e2e";
 pub const PG_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 /// OS user PostgreSQL runs as (the tests run as root).
 pub const PG_OS_USER: &str = "postgres";
+
+/// A binary of this crate (`src/bin/NAME.rs`) a fixture installs as a
+/// stand-in tool: `$ENV_VAR`, else NAME next to the test binary's
+/// directory (`target/debug/deps/..`), where cargo builds it for the
+/// integration tests.
+pub fn fixture_bin(name: &str, env_var: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(env_var) {
+        let path = PathBuf::from(path);
+        anyhow::ensure!(path.is_file(), "{env_var}={} is not a file", path.display());
+        return Ok(path);
+    }
+    let exe = std::env::current_exe()?;
+    for candidate in exe
+        .parent()
+        .into_iter()
+        .flat_map(|d| [d.join("..").join(name), d.join(name)])
+    {
+        if candidate.is_file() {
+            return Ok(candidate.canonicalize().unwrap_or(candidate));
+        }
+    }
+    anyhow::bail!(
+        "the fixture's {name} was not found next to {}: run `cargo build -p pgpilot-e2e --bins` \
+         (cargo builds it for the integration tests), or set {env_var}",
+        exe.display()
+    )
+}
 
 /// The `pgpilot` binary under test: `$PGPILOT_BIN`, else `pgpilot` next to
 /// the test binary's directory (`target/debug/deps/..`).

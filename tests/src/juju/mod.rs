@@ -121,30 +121,7 @@ pub const JUJU_VERSION: &str = "3.6.8";
 /// The fixture's `juju-tool`: `$PGPILOT_JUJU_TOOL_BIN`, else `juju-tool`
 /// next to the test binary's directory (`target/debug/deps/..`).
 pub fn juju_tool_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("PGPILOT_JUJU_TOOL_BIN") {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "PGPILOT_JUJU_TOOL_BIN={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let exe = std::env::current_exe()?;
-    for candidate in exe
-        .parent()
-        .into_iter()
-        .flat_map(|d| [d.join("../juju-tool"), d.join("juju-tool")])
-    {
-        if candidate.is_file() {
-            return Ok(candidate.canonicalize().unwrap_or(candidate));
-        }
-    }
-    anyhow::bail!(
-        "the fixture's juju-tool was not found next to {}: run `cargo build -p pgpilot-e2e --bins` \
-         (cargo builds it for the integration tests), or set PGPILOT_JUJU_TOOL_BIN",
-        exe.display()
-    )
+    crate::fixture_bin("juju-tool", "PGPILOT_JUJU_TOOL_BIN")
 }
 
 /// What the charm declares that the model needs: peer endpoints, config

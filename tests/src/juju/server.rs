@@ -4,64 +4,26 @@
 //! back one JSON line `{"stdout": "...", "stderr": "...", "exit-code": N}`.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
-use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::tools::{self, Inner};
+use crate::toolsock::SocketServer;
 
-/// The listening socket and its thread.
+/// The listening socket: `juju-tool` requests served by [`serve_one`].
 pub struct Server {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _socket: SocketServer,
 }
 
 impl Server {
     pub fn start(inner: Arc<Mutex<Inner>>, path: &Path) -> anyhow::Result<Server> {
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let inner = Arc::clone(&inner);
-                std::thread::spawn(move || {
-                    let _ = serve_one(&inner, stream);
-                });
-            }
-        });
-        Ok(Server {
-            path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let woken = UnixStream::connect(&self.path).is_ok();
-        if let Some(thread) = self.thread.take() {
-            if woken {
-                let _ = thread.join();
-            }
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
+        let server = SocketServer::start(path, 0o600, move |stream| {
+            let _ = serve_one(&inner, stream);
+        })?;
+        Ok(Server { _socket: server })
     }
 }
 

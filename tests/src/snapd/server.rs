@@ -10,12 +10,9 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 
 use anyhow::Context as _;
 use serde_json::{json, Map, Value};
@@ -23,58 +20,23 @@ use serde_json::{json, Map, Value};
 use super::config::{self, ValueMode};
 use super::shared::Shared;
 use super::state::{Action, ServiceOp};
+use crate::toolsock::SocketServer;
 
-/// The listening socket and its thread.
-pub struct Server {
-    path: PathBuf,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
+/// The listening socket: `snapctl` requests served by [`serve_one`].
+/// Like snapd-snap.socket, any uid may connect (snapd checks the uid per
+/// command).
+pub struct Server(SocketServer);
 
 impl Server {
     pub fn start(shared: Arc<Shared>, path: &Path) -> anyhow::Result<Server> {
-        let listener =
-            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
-        // Like snapd-snap.socket: any uid may connect (snapd checks the uid per command).
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let thread = std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if flag.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(stream) = stream else { continue };
-                let shared = Arc::clone(&shared);
-                // A request may take a while (a service restart): one thread each.
-                std::thread::spawn(move || {
-                    let _ = serve_one(&shared, stream);
-                });
-            }
-        });
-        Ok(Server {
-            path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
-        })
+        let server = SocketServer::start(path, 0o666, move |stream| {
+            let _ = serve_one(&shared, stream);
+        })?;
+        Ok(Server(server))
     }
 
     pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop; if that fails, leave the thread be.
-        let woken = UnixStream::connect(&self.path).is_ok();
-        if let Some(thread) = self.thread.take() {
-            if woken {
-                let _ = thread.join();
-            }
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.0.shutdown();
     }
 }
 

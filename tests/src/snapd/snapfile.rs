@@ -37,28 +37,5 @@ impl SnapFile {
 /// The fixture's `snapctl`: `$PGPILOT_SNAPCTL_BIN`, else `snapctl` next to
 /// the test binary's directory (`target/debug/deps/..`).
 pub fn snapctl_bin() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("PGPILOT_SNAPCTL_BIN") {
-        let path = PathBuf::from(path);
-        anyhow::ensure!(
-            path.is_file(),
-            "PGPILOT_SNAPCTL_BIN={} is not a file",
-            path.display()
-        );
-        return Ok(path);
-    }
-    let exe = std::env::current_exe()?;
-    for candidate in exe
-        .parent()
-        .into_iter()
-        .flat_map(|d| [d.join("../snapctl"), d.join("snapctl")])
-    {
-        if candidate.is_file() {
-            return Ok(candidate.canonicalize().unwrap_or(candidate));
-        }
-    }
-    anyhow::bail!(
-        "the fixture's snapctl was not found next to {}: run `cargo build -p pgpilot-e2e --bins` \
-         (cargo builds it for the integration tests), or set PGPILOT_SNAPCTL_BIN",
-        exe.display()
-    )
+    crate::fixture_bin("snapctl", "PGPILOT_SNAPCTL_BIN")
 }

@@ -1,0 +1,68 @@
+//! The Unix socket a fixture's stand-in tool talks to (snapd's `snapctl`,
+//! Juju's hook tools): an accept loop on its own thread, one thread per
+//! request (a request may take a while, e.g. a service restart), stopped and
+//! the socket file removed on drop.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::Context as _;
+
+/// The listening socket and its thread.
+pub struct SocketServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SocketServer {
+    /// Listen on `path` (mode `mode`) and hand every connection to `serve`.
+    pub fn start<F>(path: &Path, mode: u32, serve: F) -> anyhow::Result<SocketServer>
+    where
+        F: Fn(UnixStream) + Send + Sync + 'static,
+    {
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let serve = Arc::new(serve);
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if flag.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(stream) = stream else { continue };
+                let serve = Arc::clone(&serve);
+                std::thread::spawn(move || serve(stream));
+            }
+        });
+        Ok(SocketServer {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop; if that fails, leave the thread be.
+        let woken = UnixStream::connect(&self.path).is_ok();
+        if let Some(thread) = self.thread.take() {
+            if woken {
+                let _ = thread.join();
+            }
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for SocketServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
