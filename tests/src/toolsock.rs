@@ -66,3 +66,25 @@ impl Drop for SocketServer {
         self.shutdown();
     }
 }
+
+/// The stand-in tool's side: send one JSON line, read one JSON line back.
+pub fn request(path: &Path, body: &serde_json::Value) -> std::io::Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut stream = UnixStream::connect(path)?;
+    let mut line = serde_json::to_vec(body)?;
+    line.push(b'\n');
+    stream.write_all(&line)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    Ok(serde_json::from_str(&answer)?)
+}
+
+/// Print a reply's stdout and stderr and exit with its exit code, as the
+/// real tool would.
+pub fn relay(reply: &serde_json::Value) -> ! {
+    use std::io::Write;
+    print!("{}", reply["stdout"].as_str().unwrap_or_default());
+    eprint!("{}", reply["stderr"].as_str().unwrap_or_default());
+    let _ = std::io::stdout().flush();
+    std::process::exit(reply["exit-code"].as_i64().unwrap_or(1) as i32);
+}

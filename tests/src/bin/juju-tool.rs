@@ -5,8 +5,7 @@
 //! `JUJU_CONTEXT_ID` to the socket at `JUJU_AGENT_SOCKET_ADDRESS`, where the
 //! test process answers as the unit agent would, and prints the answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
+use std::io::Read;
 use std::path::Path;
 
 fn main() {
@@ -41,24 +40,14 @@ fn main() {
         let _ = std::io::stdin().read_to_string(&mut text);
         text
     });
-    let reply = (|| -> std::io::Result<serde_json::Value> {
-        let mut stream = UnixStream::connect(&socket)?;
-        let mut request = serde_json::to_vec(&serde_json::json!({
+    let reply = pgpilot_e2e::toolsock::request(
+        Path::new(&socket),
+        &serde_json::json!({
             "context": context, "tool": tool, "args": args, "stdin": stdin,
-        }))?;
-        request.push(b'\n');
-        stream.write_all(&request)?;
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line)?;
-        Ok(serde_json::from_str(&line)?)
-    })();
+        }),
+    );
     match reply {
-        Ok(reply) => {
-            print!("{}", reply["stdout"].as_str().unwrap_or_default());
-            eprint!("{}", reply["stderr"].as_str().unwrap_or_default());
-            let _ = std::io::stdout().flush();
-            std::process::exit(reply["exit-code"].as_i64().unwrap_or(1) as i32);
-        }
+        Ok(reply) => pgpilot_e2e::toolsock::relay(&reply),
         Err(e) => {
             eprintln!(
                 "ERROR cannot connect to the unit agent at {}: {e}",

@@ -3,8 +3,6 @@
 //! SNAP_COOKIE (or SNAP_CONTEXT) to ROOT/run/snapd-snap.socket, where the
 //! test process answers as snapd would, and prints the answer.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 fn socket_path() -> PathBuf {
@@ -30,22 +28,10 @@ fn main() {
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let path = socket_path();
-    let reply = (|| -> std::io::Result<serde_json::Value> {
-        let mut stream = UnixStream::connect(&path)?;
-        let mut request = serde_json::to_vec(&serde_json::json!({"cookie": cookie, "args": args}))?;
-        request.push(b'\n');
-        stream.write_all(&request)?;
-        let mut line = String::new();
-        BufReader::new(&stream).read_line(&mut line)?;
-        Ok(serde_json::from_str(&line)?)
-    })();
+    let reply =
+        pgpilot_e2e::toolsock::request(&path, &serde_json::json!({"cookie": cookie, "args": args}));
     match reply {
-        Ok(reply) => {
-            print!("{}", reply["stdout"].as_str().unwrap_or_default());
-            eprint!("{}", reply["stderr"].as_str().unwrap_or_default());
-            let _ = std::io::stdout().flush();
-            std::process::exit(reply["exit-code"].as_i64().unwrap_or(1) as i32);
-        }
+        Ok(reply) => pgpilot_e2e::toolsock::relay(&reply),
         Err(e) => {
             eprintln!(
                 "error: cannot communicate with server: Post \"http://localhost/v2/snapctl\": \
