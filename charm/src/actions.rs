@@ -270,6 +270,7 @@ mod tests {
                 .iter()
                 .map(|u| (u.to_string(), format!("fresh-{u}")))
                 .collect(),
+            wake_command: None,
         };
         let mut o = Observed::empty(&ctx, host);
         o.is_leader = leader;

@@ -25,6 +25,10 @@ pub enum Event {
     Stop,
     Remove,
     UpgradeCharm,
+    /// `hooks/role-changed`: not a Juju hook but pgpilot's callback (a
+    /// promotion, a demotion, a start or reload) running dispatch through
+    /// `juju-exec`, so statuses follow a failover at once.
+    RoleChanged,
     /// A secret this unit watches has a new revision.
     SecretChanged {
         id: String,
@@ -237,6 +241,7 @@ fn parse_hook(hook: &str, env: &Env) -> Result<Event, ContextError> {
         "stop" => Some(Event::Stop),
         "remove" => Some(Event::Remove),
         "upgrade-charm" => Some(Event::UpgradeCharm),
+        crate::host::WAKE_HOOK => Some(Event::RoleChanged),
         _ => None,
     };
     if let Some(event) = simple {
@@ -360,6 +365,8 @@ mod tests {
             ("hooks/stop", Event::Stop),
             ("hooks/remove", Event::Remove),
             ("hooks/upgrade-charm", Event::UpgradeCharm),
+            // pgpilot's callback through juju-exec.
+            ("hooks/role-changed", Event::RoleChanged),
         ];
         for (path, expected) in rows {
             assert_eq!(event(&[("JUJU_DISPATCH_PATH", path)]), expected, "{path}");

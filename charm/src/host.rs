@@ -3,6 +3,7 @@
 //! passwords (used only if the leader has to create them in this hook).
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use crate::config::Machine;
 use crate::observe::{HostFacts, Passwords, SYSTEM_USERS};
@@ -10,7 +11,7 @@ use crate::observe::{HostFacts, Passwords, SYSTEM_USERS};
 const PASSWORD_LEN: usize = 24;
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
-pub fn gather() -> std::io::Result<HostFacts> {
+pub fn gather(unit: &str, charm_dir: &Path) -> std::io::Result<HostFacts> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -31,7 +32,43 @@ pub fn gather() -> std::io::Result<HostFacts> {
         machine: Machine { memory_mb, cpus },
         arch: arch(std::env::consts::ARCH).to_string(),
         fresh_passwords,
+        wake_command: std::env::var_os("PATH")
+            .and_then(|path| find_program(&path, JUJU_EXEC))
+            .map(|exec| wake_command(&exec, unit, charm_dir)),
     })
+}
+
+/// The unit agent's command that runs commands in a hook context.
+pub const JUJU_EXEC: &str = "juju-exec";
+
+/// The hook name pgpilot's callbacks dispatch (`hooks/role-changed`): a
+/// convergence like update-status, run at once after a role change.
+pub const WAKE_HOOK: &str = "role-changed";
+
+/// The first executable `name` in a PATH-style list, as an absolute path.
+pub fn find_program(path: &std::ffi::OsStr, name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::split_paths(path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// `juju-exec -u UNIT "JUJU_DISPATCH_PATH=hooks/role-changed CHARM/dispatch"`:
+/// pgpilot appends `<action> <role> <scope>`, which juju-exec joins to the
+/// command line (dispatch ignores its arguments).
+pub fn wake_command(juju_exec: &Path, unit: &str, charm_dir: &Path) -> Vec<String> {
+    vec![
+        juju_exec.display().to_string(),
+        "-u".to_string(),
+        unit.to_string(),
+        format!(
+            "JUJU_DISPATCH_PATH=hooks/{WAKE_HOOK} {}",
+            charm_dir.join("dispatch").display()
+        ),
+    ]
 }
 
 /// `MemTotal:  8048576 kB` → MB.
@@ -78,6 +115,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn juju_exec_is_found_on_path_and_runs_dispatch() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exec = dir.path().join(JUJU_EXEC);
+        std::fs::write(&exec, "#!/bin/sh\n").unwrap();
+        let path =
+            std::env::join_paths([Path::new("relative"), Path::new("/nonexistent"), dir.path()])
+                .unwrap();
+        // Not executable: not a program.
+        assert_eq!(find_program(&path, JUJU_EXEC), None);
+        std::fs::set_permissions(&exec, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let found = find_program(&path, JUJU_EXEC).unwrap();
+        assert_eq!(found, exec);
+        let charm = Path::new("/var/lib/juju/agents/unit-postgresql-2/charm");
+        assert_eq!(
+            wake_command(&found, "postgresql/2", charm),
+            vec![
+                exec.display().to_string(),
+                "-u".to_string(),
+                "postgresql/2".to_string(),
+                format!(
+                    "JUJU_DISPATCH_PATH=hooks/role-changed {}/dispatch",
+                    charm.display()
+                ),
+            ]
+        );
+    }
+
+    #[test]
     fn facts() {
         assert_eq!(
             memory_mb("MemTotal:        8048576 kB\nMemFree: 1 kB\n"),
@@ -90,7 +156,7 @@ mod tests {
         assert_eq!(p.len(), PASSWORD_LEN);
         assert!(p.bytes().all(|b| b.is_ascii_alphanumeric()));
         assert_ne!(p, random_password().unwrap());
-        let h = gather().unwrap();
+        let h = gather("postgresql/0", Path::new("/charm")).unwrap();
         assert_eq!(h.fresh_passwords.len(), SYSTEM_USERS.len());
     }
 }

@@ -13,7 +13,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let host = match pgpilot_charm::host::gather() {
+    let host = match pgpilot_charm::host::gather(&ctx.unit, &ctx.charm_dir) {
         Ok(h) => h,
         Err(e) => {
             eprintln!(

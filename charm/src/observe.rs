@@ -64,6 +64,10 @@ pub struct HostFacts {
     pub arch: String,
     /// Passwords to use if the leader has to generate them in this hook.
     pub fresh_passwords: Passwords,
+    /// How pgpilot's callbacks wake this unit's charm (`juju-exec` running
+    /// `dispatch` with `hooks/role-changed`); `None` when `juju-exec` is
+    /// not on the hook's PATH.
+    pub wake_command: Option<Vec<String>>,
 }
 
 /// Everything one hook decides on.

@@ -274,7 +274,8 @@ impl<'a> Reconciler<'a> {
         self.flush_unit();
 
         // 7. pgpilot.
-        let desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
+        let mut desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
+        desired.extend(callback_keys(o.host.wake_command.as_deref()));
         let diff = snap_diff(&o.snap_config, &desired);
         let fingerprint = config_fingerprint(&members, &o.config);
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);
@@ -657,6 +658,19 @@ pub fn pgpilot_keys(
         ));
     }
     keys
+}
+
+/// pgpilot's callbacks that wake this unit's charm after a role change, a
+/// start of PostgreSQL or a reload (a replica following a new primary), so
+/// statuses follow a failover at once. Not `on_stop`: a stop is what the
+/// charm's own hooks do, and a callback waiting for the unit's hook lock
+/// would hold pgpilot's shutdown up.
+pub fn callback_keys(wake: Option<&[String]>) -> Vec<(String, Value)> {
+    let value = wake.map_or(Value::Null, |argv| Value::from(argv.to_vec()));
+    ["on-role-change", "on-start", "on-reload"]
+        .iter()
+        .map(|k| (format!("pgpilot.postgresql.callbacks.{k}"), value.clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ fn host() -> HostFacts {
             .iter()
             .map(|u| (u.to_string(), format!("fresh-{u}")))
             .collect(),
+        wake_command: None,
     }
 }
 
