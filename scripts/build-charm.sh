@@ -11,13 +11,15 @@
 #    bin/pgpilot-charm to dispatch;
 # 2. metadata.yaml, config.yaml, actions.yaml and manifest.yaml generated from
 #    charmcraft.yaml the way charmcraft 3 splits it;
-# 3. the zip (dispatch mode 0755), then `charmcraft analyse` when charmcraft
-#    is found (CHARMCRAFT, else /var/tmp/charmcraft-venv/bin/charmcraft, else
-#    on PATH); an ERROR from it fails the build, warnings do not.
+# 3. the zip (dispatch mode 0755);
+# 4. scripts/check-charm.sh on charmcraft.yaml and the zip (PyPI's charmcraft,
+#    which scripts/setup.sh installs: expand-extensions, its config model, its
+#    part plugins, `charmcraft analyse`); a failed check fails the build.
 #
-# Output: DIR/postgresql_<arch>.charm (DIR default /var/tmp/pgpilot-charm; the
-# unzipped tree is DIR/prime). Progress goes to stderr; stdout ends with the
-# .charm's path on its last line.
+# Output: DIR/<name>_<base>-<arch>.charm, name and base from charmcraft.yaml:
+# DIR/postgresql_ubuntu@24.04-amd64.charm on amd64 (DIR default
+# /var/tmp/pgpilot-charm; the unzipped tree is DIR/prime). Progress goes to
+# stderr; stdout ends with the .charm's path on its last line.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
@@ -52,14 +54,20 @@ esac
 rm -rf "$out/prime"
 mkdir -p "$out/prime"
 install -m 0755 "$dispatch_bin" "$out/prime/dispatch"
-charm="$out/postgresql_${arch}.charm"
 
-python3 - "$repo/charm/charmcraft.yaml" "$out/prime" "$arch" "$charm" <<'PY'
+# Prints the .charm's path.
+charm=$(python3 - "$repo/charm/charmcraft.yaml" "$out" "$arch" <<'PY'
 import datetime, os, sys, zipfile
 import yaml
 
-recipe_path, prime, arch, charm = sys.argv[1:]
+recipe_path, out, arch = sys.argv[1:]
+prime = os.path.join(out, "prime")
 recipe = yaml.safe_load(open(recipe_path))
+if arch not in (recipe.get("platforms") or {}):
+    sys.exit(f"build-charm.sh: this machine's architecture {arch} is not one of "
+             f"the platforms of {recipe_path}: {', '.join(recipe.get('platforms') or [])}")
+# name_base-arch, as issue 11 asks: postgresql_ubuntu@24.04-amd64.charm.
+charm = os.path.join(out, f"{recipe['name']}_{recipe['base']}-{arch}.charm")
 
 # charmcraft 3: everything Juju reads goes into metadata.yaml, except the
 # options (config.yaml) and actions (actions.yaml); build keys stay behind.
@@ -96,29 +104,15 @@ with zipfile.ZipFile(charm, "w", zipfile.ZIP_DEFLATED) as z:
         info.compress_type = zipfile.ZIP_DEFLATED
         with open(path, "rb") as f:
             z.writestr(info, f.read())
+print(charm)
 PY
+)
 
-charmcraft=${CHARMCRAFT:-}
-if [ -z "$charmcraft" ]; then
-    if [ -x /var/tmp/charmcraft-venv/bin/charmcraft ]; then
-        charmcraft=/var/tmp/charmcraft-venv/bin/charmcraft
-    elif command -v charmcraft >/dev/null 2>&1; then
-        charmcraft=$(command -v charmcraft)
-    fi
-fi
-if [ -n "$charmcraft" ]; then
-    export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
-    echo "charmcraft analyse $charm" >&2
-    # Exit 0: clean; 3: warnings only (today's option names mix snake_case
-    # and system-users, kept for bundles); 2: an ERROR; 1: fatal.
-    rc=0
-    "$charmcraft" analyse "$charm" >&2 || rc=$?
-    case $rc in
-        0 | 3) ;;
-        *) echo "charmcraft analyse found errors (exit $rc)" >&2; exit 1 ;;
-    esac
-else
-    echo "charmcraft not found: the .charm is not analysed" >&2
+# The one place the charm is checked (also for CI: scripts/test.sh builds the
+# charm through this script).
+if ! bash "$here/check-charm.sh" "$charm"; then
+    echo "build-charm.sh: $charm was built but scripts/check-charm.sh rejects it (its message above says what failed and how to fix it)" >&2
+    exit 1
 fi
 
 ls -l "$charm" >&2

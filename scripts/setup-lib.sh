@@ -15,7 +15,7 @@ PGPILOT_PACKAGES=(
     ca-certificates curl             # crates.io over TLS; cargo install cargo-nextest
     openssl                          # the TLS tests make certificates with the openssl command
     prometheus                       # prometheus and promtool for the metrics tests
-    python3 python3-venv             # moto, the S3 server of the backup tests, in a virtualenv
+    python3 python3-venv             # virtualenvs of moto (the backup tests' S3 server) and charmcraft
     snapd                            # `snap pack` (the client; no daemon) for scripts/build-snap.sh
     squashfs-tools                   # mksquashfs under `snap pack`; unsquashfs to list a .snap
     python3-yaml                     # scripts/snap-yaml.py: snapcraft.yaml -> meta/snap.yaml
@@ -130,4 +130,59 @@ load_cargo() {
         # shellcheck disable=SC1091
         . "$HOME/.cargo/env"
     fi
+}
+
+# _pins: the "name==version" lines of a requirements file or of `pip freeze`,
+# comments and blank lines dropped, spelled one way (lower case, runs of - _ .
+# as one -, as PEP 503 compares names) and sorted, so that the two compare.
+_pins() {
+    sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' | tr '[:upper:]' '[:lower:]' |
+        sed 's/[-_.][-_.]*/-/g' | LC_ALL=C sort -u
+}
+
+# pinned_venv VENV REQUIREMENTS PACKAGE PROBE: make sure VENV is a virtualenv
+# holding every package of REQUIREMENTS at its pin, PACKAGE among them.
+# REQUIREMENTS pins every package of the venv (a `pip freeze` of a venv made
+# to update it; `--all` when pip's own version matters), so pip installs
+# exactly those with --no-deps and a new release on PyPI cannot change what
+# runs. The venv is made with Debian's /usr/bin/python3, not whatever python3
+# comes first on PATH, and only when a pin is not installed yet (so a second
+# run needs no network). PROBE names a command that prints PACKAGE's version
+# as the venv runs it: it must print the pin, and `pip check` must pass. On
+# failure it says what failed and how to fix it on stderr and returns 1.
+pinned_venv() {
+    local venv=$1 requirements=$2 package=$3 probe=$4
+    local pinned current missing problems
+    [ -r "$requirements" ] || { echo "setup: $requirements is missing" >&2; return 1; }
+    pinned=$(sed -n "s/^${package}==\([^[:space:]#]*\).*/\1/p" "$requirements")
+    [ -n "$pinned" ] || { echo "setup: $requirements does not pin $package ($package==X.Y.Z)" >&2; return 1; }
+    missing=$(LC_ALL=C comm -23 <(_pins <"$requirements") \
+        <("$venv/bin/pip" freeze --all --disable-pip-version-check 2>/dev/null | _pins))
+    if [ -n "$missing" ]; then
+        current=$("$probe" 2>/dev/null || true)
+        say "installing $package $pinned (was: ${current:-none}) and its $(grep -c . <<<"$missing") pinned package(s) not installed yet into $venv"
+        as_root rm -rf "$venv"
+        as_root /usr/bin/python3 -m venv "$venv" ||
+            { echo "setup: /usr/bin/python3 -m venv $venv failed (python3-venv is in the package list)" >&2; return 1; }
+        as_root "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+            --requirement "$requirements" ||
+            { echo "setup: pip install --requirement $requirements into $venv failed; see pip's message above" >&2; return 1; }
+        missing=$(LC_ALL=C comm -23 <(_pins <"$requirements") \
+            <("$venv/bin/pip" freeze --all --disable-pip-version-check 2>/dev/null | _pins))
+        if [ -n "$missing" ]; then
+            echo "setup: after pip install, $venv still lacks these pins of $requirements: $(tr '\n' ' ' <<<"$missing")" >&2
+            return 1
+        fi
+    fi
+    current=$("$probe" 2>/dev/null || true)
+    if [ "$current" != "$pinned" ]; then
+        echo "setup: $package in $venv reports '${current:-nothing}', expected $pinned; delete $venv and run scripts/setup.sh again" >&2
+        return 1
+    fi
+    if ! problems=$("$venv/bin/pip" check --disable-pip-version-check 2>&1); then
+        printf 'setup: the packages in %s do not fit together (pip check):\n%s\nfix the pins in %s (a pip freeze --all of a working venv), delete %s and run scripts/setup.sh again\n' \
+            "$venv" "$problems" "$requirements" "$venv" >&2
+        return 1
+    fi
+    say "$package $current in $venv"
 }

@@ -9,7 +9,9 @@
 # - checks the Rust toolchain against `rust-version` in Cargo.toml and adds
 #   rustfmt and clippy when they are missing; installs cargo-nextest;
 # - installs moto, the S3 server of the backup tests, at the versions pinned
-#   in scripts/moto-requirements.txt, into /opt/pgpilot-moto.
+#   in scripts/moto-requirements.txt, into /opt/pgpilot-moto, and PyPI's
+#   charmcraft, which scripts/check-charm.sh runs, at the versions pinned in
+#   scripts/charmcraft-requirements.txt, into /var/tmp/charmcraft-venv.
 #
 # It ends with "setup done" only when every step above succeeded.
 set -euo pipefail
@@ -103,34 +105,38 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 say "$(cargo nextest --version 2>/dev/null | head -n 1)"
 
-# --- moto: the S3-compatible server of the backup tests (tests/src/backup/moto.rs) ---
-# In its own virtualenv, since Debian's python3 refuses system-wide pip installs
-# (PEP 668). moto 5.2.5 or later is needed: older 5.x releases answer
-# CompleteMultipartUpload with a body the AWS SDK rejects. Every package of the
-# venv is pinned in scripts/moto-requirements.txt, so a new release on PyPI
-# cannot change what the tests run against.
+# --- pinned virtualenvs (scripts/setup-lib.sh's pinned_venv) -----------------
+# Each in its own virtualenv, since Debian's python3 refuses system-wide pip
+# installs (PEP 668), with every package pinned in scripts/*-requirements.txt,
+# so a new release on PyPI cannot change what the tests run against.
+
+# moto: the S3-compatible server of the backup tests (tests/src/backup/moto.rs).
+# moto 5.2.5 or later is needed: older 5.x releases answer
+# CompleteMultipartUpload with a body the AWS SDK rejects.
 MOTO_VENV=/opt/pgpilot-moto
 MOTO_MIN=5.2.5
 MOTO_REQUIREMENTS="$here/moto-requirements.txt"
 moto_version() {
-    "$MOTO_VENV/bin/python" -c 'import moto.server, moto; print(moto.__version__)' 2>/dev/null
+    "$MOTO_VENV/bin/python" -c 'import moto.server, moto; print(moto.__version__)'
 }
-pinned=$(sed -n 's/^moto==\([0-9.]*\)$/\1/p' "$MOTO_REQUIREMENTS")
-[ -n "$pinned" ] || fail "$MOTO_REQUIREMENTS does not pin moto (moto==X.Y.Z)"
-version_at_least "$pinned" "$MOTO_MIN" || fail "$MOTO_REQUIREMENTS pins moto $pinned, older than $MOTO_MIN"
-current=$(moto_version || true)
-if [ "$current" != "$pinned" ]; then
-    say "installing moto $pinned (was: ${current:-none}) into $MOTO_VENV"
-    # Debian's python3, not whatever python3 comes first on PATH.
-    as_root rm -rf "$MOTO_VENV"
-    as_root /usr/bin/python3 -m venv "$MOTO_VENV" || fail "python3 -m venv $MOTO_VENV failed"
-    as_root "$MOTO_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
-        --requirement "$MOTO_REQUIREMENTS" || fail "pip install -r $MOTO_REQUIREMENTS failed"
-    current=$(moto_version || true)
-    [ "$current" = "$pinned" ] || fail "moto in $MOTO_VENV reports '${current:-nothing}', expected $pinned"
-fi
-"$MOTO_VENV/bin/pip" check --disable-pip-version-check >/dev/null ||
-    fail "the packages in $MOTO_VENV do not fit together (pip check); delete $MOTO_VENV and run again"
-say "moto $current in $MOTO_VENV"
+moto_pin=$(sed -n 's/^moto==\([0-9.]*\)$/\1/p' "$MOTO_REQUIREMENTS")
+[ -n "$moto_pin" ] || fail "$MOTO_REQUIREMENTS does not pin moto (moto==X.Y.Z)"
+version_at_least "$moto_pin" "$MOTO_MIN" || fail "$MOTO_REQUIREMENTS pins moto $moto_pin, older than $MOTO_MIN"
+pinned_venv "$MOTO_VENV" "$MOTO_REQUIREMENTS" moto moto_version || fail "installing moto into $MOTO_VENV failed"
+
+# charmcraft: scripts/check-charm.sh checks charm/charmcraft.yaml and the
+# built .charm with it (scripts/build-charm.sh runs it on every build).
+CHARMCRAFT_VENV=/var/tmp/charmcraft-venv
+charmcraft_version() {
+    # `charmcraft version` prints "charmcraft X.Y.Z"; it wants a private
+    # XDG_RUNTIME_DIR, else it warns.
+    local run out status=0
+    run=$(mktemp -d) || return 1
+    out=$(XDG_RUNTIME_DIR=$run "$CHARMCRAFT_VENV/bin/charmcraft" version) || status=$?
+    rm -rf "$run"
+    [ "$status" -eq 0 ] && printf '%s\n' "${out#charmcraft }"
+}
+pinned_venv "$CHARMCRAFT_VENV" "$here/charmcraft-requirements.txt" charmcraft charmcraft_version ||
+    fail "installing charmcraft into $CHARMCRAFT_VENV failed"
 
 say "setup done"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Everything CI checks: formatting, lints, build, then the whole test suite
-# (unit tests and the end-to-end cluster tests against real PostgreSQL and etcd).
+# Everything CI checks: formatting, lints, build, the packed snap and charm
+# (the charm checked with charmcraft), then the whole test suite (unit tests
+# and the end-to-end tests against real PostgreSQL and etcd, the snap and the
+# charm).
 #
 #   bash scripts/test.sh                 # on a fresh Debian 12 machine
 #   bash scripts/test.sh -E 'test(failover)'   # extra arguments go to cargo nextest run
@@ -35,6 +37,12 @@ step "bash scripts/build-snap.sh (the packed snap the snap tests install)"
 PGPILOT_SNAP=$(bash scripts/build-snap.sh | tail -n 1)
 export PGPILOT_SNAP
 
+# The charm tests run the packed .charm; build-charm.sh also checks it with
+# charmcraft (scripts/check-charm.sh).
+step "bash scripts/build-charm.sh (the packed charm the charm tests deploy, checked with charmcraft)"
+PGPILOT_CHARM=$(bash scripts/build-charm.sh | tail -n 1)
+export PGPILOT_CHARM
+
 export PGPILOT_BIN="$CARGO_TARGET_DIR/debug/pgpilot"
-step "cargo nextest run --workspace (PGPILOT_BIN=$PGPILOT_BIN, PGPILOT_SNAP=$PGPILOT_SNAP)"
+step "cargo nextest run --workspace (PGPILOT_BIN=$PGPILOT_BIN, PGPILOT_SNAP=$PGPILOT_SNAP, PGPILOT_CHARM=$PGPILOT_CHARM)"
 cargo nextest run --workspace --no-fail-fast --profile ci "$@"
