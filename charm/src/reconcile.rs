@@ -56,7 +56,11 @@ pub const API_PORT: u16 = 8008;
 pub const REINIT_AFTER_SECS: u64 = 600;
 
 /// Member-level parameters this charm manages through `snap set`.
-const MEMBER_PARAMETERS: &[&str] = &["shared_buffers", "effective_cache_size"];
+const MEMBER_PARAMETERS: &[&str] = &[
+    "shared_buffers",
+    "effective_cache_size",
+    "shared_preload_libraries",
+];
 
 pub fn reconcile(o: &Observed) -> Plan {
     let mut r = Reconciler::new(o);

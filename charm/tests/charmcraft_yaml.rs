@@ -1,6 +1,10 @@
 //! charmcraft.yaml, the recipe Juju reads, agrees with the code: options
-//! (names, order, types, defaults), actions, the peer endpoint, the storage,
-//! the resource, and the part that installs the binary as `dispatch`.
+//! (names, order, types, defaults, descriptions), actions, the peer
+//! endpoint, the storage, the resource, and the part that installs the binary
+//! as `dispatch`.
+//!
+//! The `config:` section is config.rs's table rendered; after changing the
+//! table, `PGPILOT_CHARM_BLESS=1 cargo nextest run -p pgpilot-charm` writes it.
 
 use pgpilot_charm::actions::ACTIONS;
 use pgpilot_charm::config::{DefaultValue, OPTIONS};
@@ -8,10 +12,57 @@ use pgpilot_charm::context::{DATA_STORAGE, PEER_ENDPOINT};
 use pgpilot_charm::observe::SNAP_RESOURCE;
 use serde_norway::Value;
 
+const RECIPE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charmcraft.yaml");
+const CONFIG_SECTION: &str = "\nconfig:\n  options:\n";
+
 fn recipe() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/charmcraft.yaml"))
-        .expect("charm/charmcraft.yaml");
+    let text = std::fs::read_to_string(RECIPE).expect("charm/charmcraft.yaml");
     serde_norway::from_str(&text).expect("charmcraft.yaml is YAML")
+}
+
+/// The options as charmcraft.yaml writes them: JSON's quoting is YAML's
+/// double-quoted style; floats keep their point (`100000.0`), so that
+/// charmcraft reads a float default for a float option.
+fn rendered_options() -> String {
+    let mut out = String::new();
+    for o in OPTIONS {
+        out.push_str(&format!(
+            "    {}:\n      type: {}\n",
+            o.name,
+            o.kind.as_str()
+        ));
+        let default = match o.default {
+            DefaultValue::None => None,
+            DefaultValue::Str(v) => Some(serde_json::to_string(v).unwrap()),
+            DefaultValue::Int(v) => Some(v.to_string()),
+            DefaultValue::Float(v) => Some(format!("{v:?}")),
+            DefaultValue::Bool(v) => Some(v.to_string()),
+        };
+        if let Some(d) = default {
+            out.push_str(&format!("      default: {d}\n"));
+        }
+        let description = serde_json::to_string(o.description).unwrap();
+        out.push_str(&format!("      description: {description}\n"));
+    }
+    out
+}
+
+#[test]
+fn the_config_section_is_the_table_rendered() {
+    let text = std::fs::read_to_string(RECIPE).expect("charm/charmcraft.yaml");
+    let at = text
+        .find(CONFIG_SECTION)
+        .expect("a config: options: section")
+        + CONFIG_SECTION.len();
+    let want = rendered_options();
+    if std::env::var_os("PGPILOT_CHARM_BLESS").is_some() {
+        std::fs::write(RECIPE, format!("{}{want}", &text[..at])).expect("write charmcraft.yaml");
+        return;
+    }
+    assert!(
+        text[at..] == want,
+        "charmcraft.yaml's options differ from config.rs: run PGPILOT_CHARM_BLESS=1 cargo nextest run -p pgpilot-charm"
+    );
 }
 
 fn s<'a>(v: &'a Value, path: &[&str]) -> &'a Value {
@@ -67,8 +118,9 @@ fn options_match_config_rs() {
             DefaultValue::Float(v) => assert_eq!(d.and_then(Value::as_f64), Some(v), "{}", o.name),
             DefaultValue::Bool(v) => assert_eq!(d.and_then(Value::as_bool), Some(v), "{}", o.name),
         }
-        assert!(
-            y.get("description").and_then(Value::as_str).is_some(),
+        assert_eq!(
+            y.get("description").and_then(Value::as_str),
+            Some(o.description),
             "{}",
             o.name
         );
@@ -79,6 +131,9 @@ fn options_match_config_rs() {
         "profile",
         "memory_shared_buffers",
         "system-users",
+        "plugin_audit_enable",
+        "optimizer_pg_stat_statements_track",
+        "ldap_map",
     ] {
         assert!(names.contains(&kept), "{kept}");
     }
