@@ -14,6 +14,8 @@ use crate::plan::{ActionPlan, Plan, Step};
 use crate::snap::{SnapDriver, SnapError};
 use crate::tools::{HookTools, LogLevel, NewSecret, SecretOwner, ToolError};
 
+mod extensions;
+
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(180);
@@ -218,6 +220,7 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
             ctl_args(step).expect("a pgpilot step"),
             SWITCHOVER_TIMEOUT,
         )?,
+        Step::SetExtensions { .. } => extensions::set_extensions(t, step, CTL_TIMEOUT)?,
         Step::AlterRolePassword {
             host,
             port,

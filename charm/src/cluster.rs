@@ -62,6 +62,14 @@ impl ClusterMember {
             .map(|(h, _)| h)
             .unwrap_or(&self.host)
     }
+
+    /// PostgreSQL's port (5432 when the host does not say).
+    pub fn port(&self) -> u16 {
+        self.host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(5432)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -6,6 +6,7 @@
 //! - plain data: [`context`] (the hook environment as one typed event),
 //!   [`status`], [`config`] (options and their checks), [`peer`] (the peer
 //!   databags), [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
+//!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
 //!   [`plan`] (steps);
 //! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
 //!   `snap` client), and [`host`] (clock, memory, randomness);
@@ -21,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod dispatch;
 pub mod etcd;
+pub mod extensions;
 pub mod host;
 pub mod observe;
 pub mod peer;

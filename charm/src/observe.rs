@@ -15,9 +15,10 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::cluster::{self, ClusterMember};
-use crate::config::Machine;
+use crate::config::{self, Machine};
 use crate::context::{member_name, Event, HookContext, PEER_ENDPOINT};
 use crate::etcd::{self, EtcdMember};
+use crate::extensions::{self, ExtensionsView};
 use crate::peer::{self, PeerView};
 use crate::snap::{
     self, ServiceState, SnapDriver, SnapError, SnapInfo, SERVICE_ETCD, SERVICE_PGPILOT,
@@ -103,6 +104,9 @@ pub struct Observed {
     pub cluster: Option<Vec<ClusterMember>>,
     /// `patronictl show-config -f json` (leader only).
     pub dynamic_config: Option<Value>,
+    /// The databases' extensions on the primary (leader, only when
+    /// [`extensions::worth_reading`]); `None` when not read.
+    pub extensions: Option<ExtensionsView>,
     pub unit_status: Option<Status>,
     /// Leader only.
     pub app_status: Option<Status>,
@@ -142,6 +146,7 @@ impl Observed {
             etcd: None,
             cluster: None,
             dynamic_config: None,
+            extensions: None,
             unit_status: None,
             app_status: None,
             opened_ports: Vec::new(),
@@ -253,6 +258,8 @@ pub fn observe(
         }
     }
 
+    o.extensions = read_extensions(&o, snap);
+
     o.unit_status = Some(tools.status_get(false)?);
     if o.is_leader {
         o.app_status = Some(tools.status_get(true)?);
@@ -286,6 +293,45 @@ fn read_secrets(o: &Observed, tools: &dyn HookTools) -> SecretsView {
         }
     }
     view
+}
+
+/// The superuser's password as PostgreSQL has it: `system-users`' when it
+/// names one, else the application secret's.
+fn superuser_password(o: &Observed) -> Option<String> {
+    let user_secret = o.secrets.user_secret.as_ref().and_then(|r| r.as_ref().ok());
+    user_secret
+        .and_then(|c| c.get("operator"))
+        .or_else(|| o.secrets.app_secret.as_ref()?.get(&secret_key("operator")))
+        .cloned()
+}
+
+/// The databases and their extensions, read on the primary when the leader
+/// may have to change them; `None` when not needed or not readable.
+fn read_extensions(o: &Observed, snap: &dyn SnapDriver) -> Option<ExtensionsView> {
+    let desired = config::validate(&o.config, o.host.machine)
+        .ok()
+        .map(|c| c.extensions);
+    let recorded = o.peer.as_ref().and_then(|p| p.app(peer::APP_EXTENSIONS));
+    if !extensions::worth_reading(o.is_leader, &o.event, desired.as_ref(), recorded) {
+        return None;
+    }
+    let primary = cluster::leader(o.cluster.as_deref()?).filter(|l| l.is_healthy())?;
+    let env = [("PGPASSWORD".to_string(), superuser_password(o)?)];
+    let run = |database: &str, sql: &str| {
+        let args = extensions::psql_args(primary.host_only(), primary.port(), database);
+        snap.run_app_with("psql", &args, Some(sql), &env, WORKLOAD_TIMEOUT)
+            .ok()
+    };
+    let databases =
+        extensions::parse_databases(&run("postgres", extensions::DATABASES_SQL)?).ok()?;
+    let mut view = ExtensionsView::default();
+    for database in databases {
+        let (installed, in_use) =
+            extensions::parse_state(&run(&database, extensions::STATE_SQL)?).ok()?;
+        view.installed.insert(database.clone(), installed);
+        view.in_use.insert(database, in_use);
+    }
+    Some(view)
 }
 
 /// The endpoints to ask etcd through: the admitted voters, else the ones

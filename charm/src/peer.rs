@@ -8,6 +8,7 @@
 //! | `internal-secret` | URI of the application secret with the system users' passwords |
 //! | `etcd-members` | JSON list of [`EtcdEntry`]: the units admitted to etcd, in admission order |
 //! | `restart-granted` | member name allowed to restart now (rolling restarts, replicas first) |
+//! | `extensions` | the plugin options' extensions the leader last made exist in every database (comma-separated) |
 //!
 //! Unit bag (each unit writes its own):
 //!
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub const APP_SECRET_ID: &str = "internal-secret";
 pub const APP_ETCD_MEMBERS: &str = "etcd-members";
 pub const APP_RESTART_GRANTED: &str = "restart-granted";
+pub const APP_EXTENSIONS: &str = "extensions";
 
 pub const UNIT_IP: &str = "ip";
 pub const UNIT_MEMBER: &str = "member";

@@ -87,6 +87,16 @@ pub enum Step {
     Failover {
         candidate: String,
     },
+    /// Create and drop extensions in one database on the primary, as the
+    /// superuser (one transaction).
+    SetExtensions {
+        host: String,
+        port: u16,
+        database: String,
+        create: Vec<String>,
+        drop: Vec<String>,
+        superuser_password: String,
+    },
     /// ALTER ROLE ... PASSWORD on the primary, as the superuser.
     AlterRolePassword {
         host: String,
@@ -123,6 +133,17 @@ impl Step {
             Step::AlterRolePassword { host, role, .. } => {
                 format!("ALTER ROLE {role} PASSWORD <redacted> on {host}")
             }
+            Step::SetExtensions {
+                host,
+                database,
+                create,
+                drop,
+                ..
+            } => format!(
+                "extensions in {database:?} on {host}: create [{}] drop [{}]",
+                create.join(", "),
+                drop.join(", ")
+            ),
             other => format!("{other:?}"),
         }
     }

@@ -17,7 +17,8 @@
 //! 7. pgpilot: its keys set and started; once running, changes that restart
 //!    it wait for the leader's grant (replicas first, the primary last, one
 //!    at a time, never a member that is starting);
-//! 8. leader: cluster-wide settings (`edit-config`), restart grants;
+//! 8. leader: cluster-wide settings (`edit-config`), restart grants, the
+//!    plugin options' extensions in every database;
 //! 9. a member broken for [`REINIT_AFTER_SECS`] is reinitialised;
 //! 10. statuses, set only when they differ from what is shown.
 //!
@@ -43,9 +44,11 @@ use crate::snap::{self, SERVICE_ETCD, SERVICE_PGPILOT};
 use crate::status::{msg, Status};
 use crate::tools::LogLevel;
 
+mod extensions;
 mod membership;
 mod rolling;
 
+pub use extensions::{extension_changes, DatabaseChange, StillUsed};
 pub use rolling::{config_fingerprint, next_restart};
 
 /// PostgreSQL's port, opened on every unit.
@@ -301,17 +304,20 @@ impl<'a> Reconciler<'a> {
             self.rolling_change(diff, need_restart, &fingerprint)
         };
 
-        // 8. Cluster-wide settings (the leader, on a running cluster).
+        // 8. Cluster-wide settings and the plugins' extensions (the leader,
+        //    on a running cluster).
+        let mut blocked = None;
         if o.is_leader {
             if let Some(step) = self.cluster_patch(&cfg, peer.units().len()) {
                 self.plan.push(step);
             }
+            blocked = self.manage_extensions(&cfg, &passwords);
         }
 
         // 9. A member that stays broken.
         self.reinit_if_broken();
 
-        status
+        blocked.unwrap_or(status)
     }
 
     fn install(&mut self) -> Status {

@@ -173,7 +173,7 @@ fn dynamic_for(units: usize, config: &Map<String, Value>) -> Value {
 
 /// A settled cluster of `units` units seen from unit `me`; unit 0 is the
 /// Juju leader and PostgreSQL's primary. Everything is as desired.
-fn settled(units: usize, me: usize) -> Observed {
+pub(super) fn settled(units: usize, me: usize) -> Observed {
     let members: Vec<EtcdEntry> = (0..units).map(|n| entry(n, false)).collect();
     let mut o = Observed::empty(&ctx(me, Event::UpdateStatus), host());
     o.is_leader = me == 0;
@@ -332,14 +332,14 @@ fn fresh(me: usize, event: Event) -> Observed {
     o
 }
 
-fn with_config(mut o: Observed, pairs: &[(&str, Value)]) -> Observed {
+pub(super) fn with_config(mut o: Observed, pairs: &[(&str, Value)]) -> Observed {
     for (k, v) in pairs {
         o.config.insert(k.to_string(), v.clone());
     }
     o
 }
 
-fn with_event(mut o: Observed, event: Event) -> Observed {
+pub(super) fn with_event(mut o: Observed, event: Event) -> Observed {
     o.event = event;
     o
 }
@@ -354,7 +354,7 @@ fn set_unit_bag(o: &mut Observed, n: usize, key: &str, value: &str) {
         .insert(key.into(), value.into());
 }
 
-fn set_app_bag(o: &mut Observed, key: &str, value: &str) {
+pub(super) fn set_app_bag(o: &mut Observed, key: &str, value: &str) {
     o.peer
         .as_mut()
         .unwrap()
@@ -382,7 +382,7 @@ fn bag(m: &BTreeMap<String, String>) -> String {
 
 /// A step in a few words: keys, not values (values are checked where they
 /// matter, in dedicated tests).
-fn summary(step: &Step) -> String {
+pub(super) fn summary(step: &Step) -> String {
     match step {
         Step::ShowStatus(s) => format!("status {s}"),
         Step::InstallSnapFile(p) => format!("install --dangerous {}", p.display()),
@@ -428,14 +428,19 @@ fn summary(step: &Step) -> String {
     }
 }
 
-struct Row {
+pub(super) struct Row {
     name: &'static str,
     o: Observed,
     steps: Vec<&'static str>,
     unit: Option<Status>,
 }
 
-fn row(name: &'static str, o: Observed, steps: &[&'static str], unit: Option<Status>) -> Row {
+pub(super) fn row(
+    name: &'static str,
+    o: Observed,
+    steps: &[&'static str],
+    unit: Option<Status>,
+) -> Row {
     Row {
         name,
         o,
@@ -444,7 +449,7 @@ fn row(name: &'static str, o: Observed, steps: &[&'static str], unit: Option<Sta
     }
 }
 
-fn check(table: &str, rows: Vec<Row>) {
+pub(super) fn check(table: &str, rows: Vec<Row>) {
     for r in rows {
         let plan = reconcile(&r.o);
         let got: Vec<String> = plan.steps.iter().map(summary).collect();
