@@ -119,21 +119,23 @@ pub fn change_sql(create: &[String], drop: &[String]) -> String {
     sql
 }
 
-/// How the app bag ([`crate::peer::APP_EXTENSIONS`]) records the extensions
-/// the leader made exist everywhere: the databases are read again only when
-/// the options ask for something else, or at config-changed.
+/// How the app bag ([`crate::peer::APP_EXTENSIONS`]) records that every
+/// database has what `desired` asks: the JSON list of the extensions that
+/// exist (`[]` when none; never empty, as an empty value deletes the key).
+/// The key is absent until the leader has seen the databases agree, and
+/// removed while they do not (a drop waits for objects that use it).
 pub fn record(desired: &Extensions) -> String {
-    desired
+    let on: Vec<&str> = desired
         .iter()
         .filter(|(_, on)| **on)
         .map(|(name, _)| *name)
-        .collect::<Vec<_>>()
-        .join(",")
+        .collect();
+    serde_json::to_string(&on).expect("a list of names")
 }
 
 /// Are the databases worth reading in this hook? Only the leader changes
-/// extensions, and only when the options ask for something other than what
-/// it last made exist everywhere — or at config-changed, when an operator
+/// extensions, and it reads only until it has seen them agree with what the
+/// options ask (the record) — and again at config-changed, when an operator
 /// acted (a database created since gets its extensions then).
 pub fn worth_reading(
     is_leader: bool,
@@ -145,7 +147,7 @@ pub fn worth_reading(
         return false; // a bad config: nothing is applied
     };
     is_leader
-        && (matches!(event, Event::ConfigChanged) || record(desired) != recorded.unwrap_or(""))
+        && (matches!(event, Event::ConfigChanged) || recorded != Some(record(desired).as_str()))
 }
 
 #[cfg(test)]
@@ -184,26 +186,36 @@ mod tests {
     }
 
     #[test]
-    fn reading_is_for_the_leader_when_something_changed_or_at_config_changed() {
+    fn reading_is_for_the_leader_until_the_databases_agree() {
         let none = Extensions::from([("citext", false)]);
         let citext = Extensions::from([("citext", true)]);
+        assert_eq!(record(&none), "[]");
+        assert_eq!(record(&citext), "[\"citext\"]");
         let update = Event::UpdateStatus;
         let config = Event::ConfigChanged;
         let rows = [
             (
-                "a settled leader reads nothing at update-status",
+                "agreeing databases are not read at update-status",
+                true,
+                &update,
+                Some(&none),
+                Some("[]"),
+                false,
+            ),
+            (
+                "not seen agreeing yet (a new cluster): read once",
                 true,
                 &update,
                 Some(&none),
                 None,
-                false,
+                true,
             ),
             (
                 "the options ask for an extension: read",
                 true,
                 &update,
                 Some(&citext),
-                None,
+                Some("[]"),
                 true,
             ),
             (
@@ -211,7 +223,7 @@ mod tests {
                 true,
                 &update,
                 Some(&citext),
-                Some("citext"),
+                Some("[\"citext\"]"),
                 false,
             ),
             (
@@ -219,7 +231,7 @@ mod tests {
                 true,
                 &update,
                 Some(&none),
-                Some("citext"),
+                Some("[\"citext\"]"),
                 true,
             ),
             (
@@ -227,7 +239,7 @@ mod tests {
                 true,
                 &config,
                 Some(&none),
-                None,
+                Some("[]"),
                 true,
             ),
             (

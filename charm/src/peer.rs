@@ -8,7 +8,7 @@
 //! | `internal-secret` | URI of the application secret with the system users' passwords |
 //! | `etcd-members` | JSON list of [`EtcdEntry`]: the units admitted to etcd, in admission order |
 //! | `restart-granted` | member name allowed to restart now (rolling restarts, replicas first) |
-//! | `extensions` | the plugin options' extensions the leader last made exist in every database (comma-separated) |
+//! | `extensions` | JSON list of the plugin options' extensions every database was last seen to agree with |
 //!
 //! Unit bag (each unit writes its own):
 //!

@@ -5,7 +5,8 @@
 //! that objects still use is left alone and blocks the leader's unit and the
 //! application with a message naming the option, until the objects are gone
 //! or the option is true again. Once every database agrees, the leader
-//! records what it made exist, and stops reading.
+//! records it, and stops reading until the options change (or the next
+//! config-changed).
 
 use super::Reconciler;
 use crate::cluster::{self, ClusterMember};
@@ -114,6 +115,9 @@ impl Reconciler<'_> {
             self.set_app(APP_EXTENSIONS, extensions::record(&cfg.extensions));
             return None;
         };
+        // The databases do not agree: read them again at every hook until
+        // they do, so the status stays until the objects are gone.
+        self.set_app(APP_EXTENSIONS, "");
         let option = plugins::option_of(&first.extension).unwrap_or("plugin_?_enable");
         let blocked = Status::blocked(format!(
             "config {option}=false: extension {} is still used in database {:?}; drop what uses it, or set {option}=true",
