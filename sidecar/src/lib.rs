@@ -14,6 +14,7 @@ pub mod demo;
 pub mod dynamic;
 pub mod ha;
 pub mod metrics;
+pub mod pidfile;
 pub mod postgres;
 pub mod repo;
 pub mod secret;

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::dynamic::DynamicConfig;
 
 mod callbacks;
+pub mod live;
+pub mod reload;
 pub use callbacks::{split_words, CallbacksSection, CommandLine};
+pub use live::LiveConfig;
 
 /// Why a configuration file was refused. Always names the key.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,25 @@ impl ConfigError {
             _ => None,
         }
     }
+
+    /// The error as text, without its message when the key holds a secret
+    /// (serde's "invalid type" messages quote the value).
+    pub fn redacted(&self) -> String {
+        match self {
+            ConfigError::Invalid { path, key, .. } if is_secret_key(key) => format!(
+                "configuration file {}: key `{key}`: is not valid (value not shown: it is a secret)",
+                path.display()
+            ),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Keys that hold secrets (`...password`, `...secret_key`): their values
+/// never appear in messages.
+pub fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key);
+    last.contains("password") || last.contains("secret")
 }
 
 /// A value problem found by [`Config::validate`]: key plus explanation.
@@ -689,6 +711,14 @@ impl Config {
             name.push(".log");
             PathBuf::from(name)
         })
+    }
+
+    /// `pgpilot run`'s pid file, beside the data directory (like the async
+    /// archiving spool): `<data_dir>.pgpilot.pid` ([`crate::pidfile`]).
+    pub fn pid_file(&self) -> PathBuf {
+        let mut name = self.postgresql.data_dir.as_os_str().to_owned();
+        name.push(".pgpilot.pid");
+        PathBuf::from(name)
     }
 
     /// URL other members and ctl use to reach this member's REST API.

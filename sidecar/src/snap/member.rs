@@ -12,12 +12,6 @@ use serde_json::{Map, Value};
 use super::{Outcome, SnapError, SnapPaths};
 use crate::config::{Config, ConfigError};
 
-/// Member-file keys that hold secrets: their values never appear in messages.
-fn is_secret(file_key: &str) -> bool {
-    let last = file_key.rsplit('.').next().unwrap_or(file_key);
-    last.contains("password") || last.contains("secret")
-}
-
 /// `postgresql.authentication.superuser.password` → `pgpilot.postgresql.authentication.superuser.password`,
 /// `bootstrap.loop_wait` → `pgpilot.bootstrap.loop-wait`.
 pub fn snap_key(file_key: &str) -> String {
@@ -189,7 +183,7 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<String>, SnapEr
                         }
                     }
                 }
-                let message = if is_secret(&key) {
+                let message = if crate::config::is_secret_key(&key) {
                     "is not valid (value not shown: it is a secret)".to_string()
                 } else {
                     message
