@@ -1,5 +1,6 @@
 //! `pgpilot run`: load the configuration, check the preconditions, then run
 //! the lease keeper, the REST API and the HA loop until SIGTERM/SIGINT.
+//! SIGHUP re-reads the member file ([`crate::ha::reload`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::dcs::etcd::{EtcdDcs, EtcdSettings};
 use crate::dcs::Dcs;
 use crate::exit;
@@ -97,7 +98,23 @@ async fn run(config: Arc<Config>) -> i32 {
 
 async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     let usage = |m: String| StartError(exit::USAGE, m);
-    let postgres = Postgres::new(config.clone()).map_err(|e| usage(e.to_string()))?;
+    // Before anything can tell others our pid: a SIGHUP must never find
+    // the default action (which ends the process, and PostgreSQL with it).
+    let mut signals = Signals::new().map_err(|e| {
+        StartError(
+            exit::FAILURE,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
+    let pid_file = match crate::pidfile::hold(&config.pid_file()) {
+        Ok(held) => Some(held),
+        Err(e) => {
+            tracing::warn!("no pid file: {e} (the snap's configure hook then restarts pgpilot instead of reloading it)");
+            None
+        }
+    };
+    let live = Arc::new(LiveConfig::new(config.clone()));
+    let postgres = Postgres::new(live.clone()).map_err(|e| usage(e.to_string()))?;
     postgres
         .check_binaries()
         .map_err(|e| usage(e.to_string()))?;
@@ -153,7 +170,7 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
         None => None,
     };
 
-    let shared = Shared::new(config.clone(), postgres);
+    let shared = Shared::new(live, postgres);
     shared.update(|s| {
         s.view = view.clone();
         if let Some(d) = &view.config {
@@ -210,13 +227,22 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     let ha = crate::ha::Ha::new(dcs.clone(), shared.clone());
     let mut ha_task = tokio::spawn(ha.run(ha_stop_rx));
 
-    let outcome = tokio::select! {
-        signal = shutdown_signal() => {
-            tracing::info!("received {signal}: stopping");
-            let _ = stop_ha.send(true);
-            (&mut ha_task).await
+    let outcome = loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Received::Hangup => {
+                    tracing::info!("received SIGHUP: re-reading the member file");
+                    // Logged there, whatever the outcome.
+                    let _ = crate::ha::reload::member_file(&shared);
+                }
+                Received::Stop(name) => {
+                    tracing::info!("received {name}: stopping");
+                    let _ = stop_ha.send(true);
+                    break (&mut ha_task).await;
+                }
+            },
+            result = &mut ha_task => break result,
         }
-        result = &mut ha_task => result,
     };
     // The lease and the API live until the HA loop has handed over.
     let _ = stop_rest.send(true);
@@ -229,6 +255,7 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     // An on_stop started by the shutdown (say, one removing a virtual IP)
     // may finish, within callback_timeout.
     shared.callbacks.finish().await;
+    drop(pid_file);
     match outcome {
         Ok(Ok(())) => Ok(exit::OK),
         Ok(Err(e)) => Err(StartError(exit::FAILURE, e.to_string())),
@@ -236,21 +263,37 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     }
 }
 
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    // SIGHUP must never end the sidecar (and with it PostgreSQL).
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
+/// The signals `pgpilot run` acts on, handled from start-up on (a signal
+/// that comes before the loop is ready waits for it).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+enum Received {
+    /// SIGTERM or SIGINT: hand over and stop.
+    Stop(&'static str),
+    /// SIGHUP: re-read the member file. It never ends the sidecar (and with
+    /// it PostgreSQL).
+    Hangup,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
         tokio::select! {
-            _ = term.recv() => return "SIGTERM",
-            _ = int.recv() => return "SIGINT",
-            _ = hup.recv() => tracing::info!(
-                "SIGHUP received: the configuration file is read at start only; \
-                 restart the sidecar to apply file changes, or use `pgpilot ctl edit-config` \
-                 for cluster-wide settings"
-            ),
+            _ = self.term.recv() => Received::Stop("SIGTERM"),
+            _ = self.int.recv() => Received::Stop("SIGINT"),
+            _ = self.hup.recv() => Received::Hangup,
         }
     }
 }

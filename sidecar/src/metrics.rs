@@ -142,6 +142,18 @@ impl MetricsSection {
     }
 }
 
+/// The role and password the monitoring connection logs in with:
+/// `metrics.username`'s, else the superuser's.
+pub fn monitoring_login(config: &Config) -> (String, String) {
+    match (&config.metrics.username, &config.metrics.password) {
+        (Some(user), Some(password)) => (user.clone(), password.clone()),
+        _ => {
+            let su = &config.postgresql.authentication.superuser;
+            (su.username.clone(), su.password.clone())
+        }
+    }
+}
+
 /// The exporter for this member: PostgreSQL over the local socket, as the
 /// monitoring role. No I/O until the first scrape.
 pub fn exporter(config: &Config) -> Exporter {
@@ -169,7 +181,7 @@ pub fn exporter(config: &Config) -> Exporter {
 /// moment, and the HA loop's counters.
 pub fn ha_input(shared: &Shared, status: &NodeStatus) -> HaInput {
     let snap = shared.snapshot();
-    let config = &shared.config;
+    let config = shared.config();
     let me = config.cluster.name.as_str();
     let running = status.state == PgState::Running;
     let xlog = status.xlog.as_ref();

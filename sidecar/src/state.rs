@@ -1,14 +1,14 @@
 //! What the HA loop knows, shared with the REST API. The API only reads it,
 //! so it keeps answering while the loop waits on a slow store.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
 use crate::cluster::{ClusterView, MemberStatus, PgState, Role};
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use crate::dynamic::DynamicConfig;
 use crate::postgres::{Observation, Postgres};
 
@@ -101,13 +101,24 @@ pub type CommandResult = Result<String, String>;
 
 type Pending = (MemberCommand, tokio::sync::oneshot::Sender<CommandResult>);
 
+/// The metrics exporter and the login its PostgreSQL connection uses.
+struct ExporterSlot {
+    exporter: pgpilot_exporters::Exporter,
+    login: (String, String),
+}
+
 pub struct Shared {
-    pub config: Arc<Config>,
+    /// The member configuration in force (see [`Shared::config`]).
+    pub live: Arc<LiveConfig>,
     pub postgres: Arc<Postgres>,
     pub lease: LeaseClock,
     pub counters: HaCounters,
-    /// Collects and renders `/metrics` (the HA loop times its cycles into it).
-    pub exporter: pgpilot_exporters::Exporter,
+    /// Collects and renders `/metrics` (the HA loop times its cycles into
+    /// it); rebuilt when the monitoring login changes ([`Shared::exporter`]).
+    exporter: RwLock<ExporterSlot>,
+    /// A reload changed a role password: the leader gives PostgreSQL's
+    /// roles the new passwords (`ALTER ROLE`) at its next cycle.
+    roles_pending: AtomicBool,
     /// The backup repository's summary, when `[backup]` is configured.
     pub repo_watch: Option<Arc<crate::backup::watch::RepoWatch>>,
     /// The async WAL push-ahead worker's state, when it runs.
@@ -124,17 +135,22 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(config: Arc<Config>, postgres: Arc<Postgres>) -> Arc<Self> {
+    pub fn new(live: Arc<LiveConfig>, postgres: Arc<Postgres>) -> Arc<Self> {
+        let config = live.get();
         let dynamic = config.bootstrap.clone();
-        let exporter = crate::metrics::exporter(&config);
+        let exporter = ExporterSlot {
+            exporter: crate::metrics::exporter(&config),
+            login: crate::metrics::monitoring_login(&config),
+        };
         let repo_watch = config.backup.as_ref().map(|_| Default::default());
         let callbacks = crate::ha::callbacks::Callbacks::new(&config);
         Arc::new(Shared {
-            config,
+            live,
             postgres,
             lease: LeaseClock::default(),
             counters: HaCounters::default(),
-            exporter,
+            exporter: RwLock::new(exporter),
+            roles_pending: AtomicBool::new(false),
             repo_watch,
             archive_ahead: std::sync::OnceLock::new(),
             snapshot: RwLock::new(Snapshot {
@@ -153,6 +169,65 @@ impl Shared {
             wake: tokio::sync::Notify::new(),
             callbacks,
         })
+    }
+
+    /// The member configuration in force: what pgpilot started with, plus
+    /// the credentials and callbacks of the last reload. Take it once and
+    /// use that value whole.
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
+    }
+
+    /// The metrics exporter. After a reload changed the monitoring login it
+    /// is rebuilt with the new one (its sessions then reconnect), once
+    /// PostgreSQL takes it: for the superuser, once a local session has
+    /// logged in with the new password; until then the old sessions go on.
+    pub fn exporter(&self) -> pgpilot_exporters::Exporter {
+        let config = self.config();
+        let wanted = crate::metrics::monitoring_login(&config);
+        let as_superuser = config.metrics.username.is_none();
+        {
+            let slot = self.exporter.read().unwrap_or_else(|e| e.into_inner());
+            if slot.login == wanted || (as_superuser && self.live.superuser_unconfirmed()) {
+                return slot.exporter.clone();
+            }
+        }
+        let mut slot = self.exporter.write().unwrap_or_else(|e| e.into_inner());
+        if slot.login != wanted {
+            tracing::info!("metrics: the monitoring connection logs in with the new credentials");
+            *slot = ExporterSlot {
+                exporter: crate::metrics::exporter(&config),
+                login: wanted,
+            };
+        }
+        slot.exporter.clone()
+    }
+
+    /// Put a reloaded configuration in force. `roles`: a role password
+    /// changed, so the leader must change PostgreSQL's roles.
+    pub fn apply_reload(&self, config: Arc<Config>, roles: bool, callbacks: bool) {
+        if callbacks {
+            self.callbacks.update(&config);
+        }
+        // In force first, then pending: the leader never marks the roles
+        // done with the configuration before this one.
+        self.live.replace(config);
+        if roles {
+            self.roles_pending.store(true, Ordering::SeqCst);
+        }
+        self.wake.notify_one();
+    }
+
+    /// Does PostgreSQL still have to learn a role password from a reload?
+    pub fn roles_pending(&self) -> bool {
+        self.roles_pending.load(Ordering::SeqCst)
+    }
+
+    /// The leader changed the roles for the configuration of `generation`.
+    pub fn roles_done(&self, generation: u64) {
+        if self.live.generation() == generation {
+            self.roles_pending.store(false, Ordering::SeqCst);
+        }
     }
 
     /// Queue a command for the HA loop; one at a time. The receiver yields
@@ -201,8 +276,9 @@ impl Shared {
 
     /// Does the last view show the leader key as this member's, on its current lease?
     pub fn holds_leader_key(&self) -> bool {
+        let me = self.config();
         let snap = self.snapshot.read().unwrap();
-        Self::key_is_mine(&snap, &self.config.cluster.name)
+        Self::key_is_mine(&snap, &me.cluster.name)
     }
 
     fn key_is_mine(snap: &Snapshot, me: &str) -> bool {
@@ -214,8 +290,9 @@ impl Shared {
 
     /// Does this member hold the leader key with a lease that still allows writes?
     pub fn holds_leader_lease(&self, now: Instant) -> bool {
+        let me = self.config();
         let snap = self.snapshot.read().unwrap();
-        Self::key_is_mine(&snap, &self.config.cluster.name)
+        Self::key_is_mine(&snap, &me.cluster.name)
             && crate::ha::decide::lease_allows_writes(self.lease.deadline(), now, &snap.dynamic)
     }
 }

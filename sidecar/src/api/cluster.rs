@@ -138,5 +138,5 @@ pub async fn fresh_view<D: Dcs>(state: &ApiState<D>) -> ClusterView {
 
 pub async fn cluster<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
     let view = fresh_view(&state).await;
-    axum::Json(report(&view, &state.shared.config.cluster.scope)).into_response()
+    axum::Json(report(&view, &state.shared.config().cluster.scope)).into_response()
 }

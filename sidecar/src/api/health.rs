@@ -154,7 +154,9 @@ pub async fn respond<D: Dcs>(
         in_sync: snap.view.sync.as_ref().is_some_and(|sync| {
             sync.leader.is_some()
                 && sync.leader.as_deref() == snap.view.leader_name()
-                && sync.standbys().contains(&state.shared.config.cluster.name)
+                && sync
+                    .standbys()
+                    .contains(&state.shared.config().cluster.name)
         }),
         cycle_overdue: now.duration_since(snap.last_cycle) > allowance + snap.dynamic.loop_wait(),
         dcs_seen: snap.dcs_last_seen.is_some(),

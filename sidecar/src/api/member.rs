@@ -184,7 +184,7 @@ async fn run<D: Dcs>(
 /// How long to wait for a command: a busy HA cycle, then a stop and a start.
 fn command_limit<D: Dcs>(state: &ApiState<D>) -> Duration {
     let loop_wait = state.shared.dynamic().loop_wait.max(10);
-    let pg_ctl = state.shared.config.postgresql.pg_ctl_timeout;
+    let pg_ctl = state.shared.config().postgresql.pg_ctl_timeout;
     Duration::from_secs(2 * loop_wait + 2 * pg_ctl)
 }
 
@@ -222,12 +222,34 @@ pub async fn delete_restart() -> Response {
     text(StatusCode::NOT_FOUND, "no restarts are scheduled")
 }
 
-/// Re-render postgresql.conf and reload PostgreSQL; 200 once done (Patroni
-/// answers 202 "reload scheduled" before doing it).
+/// Re-read the member file as SIGHUP does (Patroni's `/reload` re-reads
+/// its configuration too), then re-render postgresql.conf and reload
+/// PostgreSQL; 200 once done (Patroni answers 202 "reload scheduled"
+/// before doing it). An invalid member file: 503 naming the key, and
+/// nothing changes.
 pub async fn reload<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
     tracing::info!("reload requested through the REST API");
+    let plan = match crate::ha::reload::member_file(&state.shared) {
+        Ok(plan) => plan,
+        Err(message) => return text(StatusCode::SERVICE_UNAVAILABLE, message),
+    };
     let limit = command_limit(&state);
-    run(&state, MemberCommand::Reload, limit, StatusCode::OK).await
+    let response = run(&state, MemberCommand::Reload, limit, StatusCode::OK).await;
+    if plan.is_empty() || !response.status().is_success() {
+        return response;
+    }
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    text(
+        status,
+        format!(
+            "{}; {}",
+            String::from_utf8_lossy(&body),
+            crate::ha::reload::summary(&plan)
+        ),
+    )
 }
 
 pub async fn reinitialize<D: Dcs>(State(state): State<ApiState<D>>, body: Bytes) -> Response {
@@ -244,7 +266,7 @@ pub async fn reinitialize<D: Dcs>(State(state): State<ApiState<D>>, body: Bytes)
     };
     // The HA loop checks this too; answering here is quicker and queues nothing.
     let view = super::cluster::fresh_view(&state).await;
-    let me = &state.shared.config.cluster.name;
+    let me = &state.shared.config().cluster.name.clone();
     match view.leader_name() {
         None => {
             return text(

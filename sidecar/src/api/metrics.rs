@@ -13,11 +13,11 @@ pub async fn metrics<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
     let status = state.node_status().await;
     let ha = crate::metrics::ha_input(shared, &status);
     let backup = shared.repo_watch.as_ref().and_then(|watch| {
-        let stanza = shared
-            .config
+        let config = shared.config();
+        let stanza = config
             .backup
             .as_ref()
-            .map(|b| b.stanza(&shared.config.cluster.scope))?;
+            .map(|b| b.stanza(&config.cluster.scope))?;
         let mut input = crate::metrics::backup_input(stanza, &watch.state())?;
         input.archive = shared
             .archive_ahead
@@ -25,6 +25,6 @@ pub async fn metrics<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
             .map(|ahead| crate::metrics::archive_stats(&ahead.snapshot()));
         Some(input)
     });
-    let body = shared.exporter.render(Some(&ha), backup.as_ref()).await;
+    let body = shared.exporter().render(Some(&ha), backup.as_ref()).await;
     ([(CONTENT_TYPE, pgpilot_exporters::CONTENT_TYPE)], body).into_response()
 }

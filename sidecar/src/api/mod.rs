@@ -65,7 +65,7 @@ impl<D: Dcs> ApiState<D> {
             // not report a running primary (or replica) for up to a cycle.
             snap.pg_state = crate::cluster::PgState::Stopped;
         }
-        let config = &self.shared.config;
+        let config = self.shared.config();
         crate::status::build(
             &snap,
             observation.as_ref(),
@@ -110,7 +110,7 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
             ),
         );
     }
-    if state.shared.config.metrics.enabled {
+    if state.shared.config().metrics.enabled {
         router = router.route("/metrics", get(metrics::metrics::<D>));
     }
     router
@@ -152,14 +152,14 @@ pub async fn serve<D: Dcs>(
     dcs: Arc<D>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match client::ApiClient::for_member(&shared.config) {
+    let client = match client::ApiClient::for_member(&shared.config()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "REST API: cannot build the client for other members");
             return;
         }
     };
-    let tls = shared.config.api.tls.clone();
+    let tls = shared.config().api.tls.clone();
     let state = ApiState {
         shared,
         dcs,

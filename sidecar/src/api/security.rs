@@ -97,12 +97,9 @@ pub async fn guard<D: Dcs>(
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    match check(
-        &state.shared.config.api,
-        request.method(),
-        authorization,
-        client_cert,
-    ) {
+    // One value for user and password: a reload swaps them together.
+    let config = state.shared.config();
+    match check(&config.api, request.method(), authorization, client_cert) {
         Ok(()) => next.run(request).await,
         Err(Refusal::NeedCertificate) => {
             (StatusCode::FORBIDDEN, "client certificate required").into_response()

@@ -27,7 +27,7 @@ impl<D: Dcs> Ha<D> {
     /// The repository of `[backup]`, for the daemon's own restores, with
     /// where it is for messages.
     fn repository(&self) -> Result<(Context, String), String> {
-        let config = &self.shared.config;
+        let config = self.shared.config();
         let backup = config
             .backup
             .clone()
@@ -38,7 +38,7 @@ impl<D: Dcs> Ha<D> {
             backup.stanza(&config.cluster.scope)
         );
         let source = config.source.clone().unwrap_or_default();
-        let context = Context::with((**config).clone(), backup, &source)
+        let context = Context::with((*config).clone(), backup, &source)
             .map_err(|e| format!("{location}: {e}"))?;
         Ok((context, location))
     }
@@ -52,7 +52,12 @@ impl<D: Dcs> Ha<D> {
         source: &Upstream,
     ) -> Result<(), HaError> {
         let pg = self.shared.postgres.clone();
-        let methods = self.shared.config.postgresql.create_replica_methods.clone();
+        let methods = self
+            .shared
+            .config()
+            .postgresql
+            .create_replica_methods
+            .clone();
         let mut failures = Vec::new();
         for method in methods {
             let started = Instant::now();
@@ -156,7 +161,7 @@ impl<D: Dcs> Ha<D> {
         from: &BootstrapFrom,
     ) -> Result<String, HaError> {
         let pg = self.shared.postgres.clone();
-        let config = self.shared.config.clone();
+        let config = self.shared.config();
         let (context, location) = self
             .repository()
             .map_err(|e| HaError::Other(format!("bootstrap from a backup: {e}")))?;
@@ -222,7 +227,7 @@ impl<D: Dcs> Ha<D> {
         pg.clear_recovery_settings()?;
         pg.write_config(&bootstrap_parameters, None, false)?;
         pg.start().await?;
-        pg.with_client(async |c| crate::postgres::probe::ensure_replication_role(c, &config).await)
+        pg.with_client(async |c| crate::postgres::probe::ensure_roles(c, &config, false).await)
             .await
             .map_err(|e| {
                 HaError::Other(format!(

@@ -32,7 +32,7 @@ impl<D: Dcs> Ha<D> {
                 "the data directory {} belongs to another cluster than {:?} (system ID mismatch); \
                  point postgresql.data_dir elsewhere or empty it to re-clone",
                 pg.data_dir().display(),
-                self.shared.config.cluster.scope
+                self.shared.config().cluster.scope
             ))),
             Action::Bootstrap => self.bootstrap(view, dynamic).await,
             Action::CloneFrom { member } => {
@@ -248,7 +248,7 @@ impl<D: Dcs> Ha<D> {
             return Ok(false);
         }
         self.note_leader_key();
-        let from_backup = self.shared.config.bootstrap_from_backup().cloned();
+        let from_backup = self.shared.config().bootstrap_from_backup().cloned();
         if from_backup.is_some() {
             tracing::info!("won the bootstrap race: creating the cluster from a backup");
         } else {
@@ -287,7 +287,7 @@ impl<D: Dcs> Ha<D> {
         dynamic: &DynamicConfig,
     ) -> Result<String, HaError> {
         let pg = self.shared.postgres.clone();
-        let config = self.shared.config.clone();
+        let config = self.shared.config();
         pg.initdb().await?;
         // No synchronous standby can exist yet: bootstrap's own writes (the
         // replication role) must not wait for one, even in strict mode. The
@@ -298,7 +298,7 @@ impl<D: Dcs> Ha<D> {
         };
         pg.write_config(&bootstrap_parameters, None, false)?;
         pg.start().await?;
-        pg.with_client(async |c| crate::postgres::probe::ensure_replication_role(c, &config).await)
+        pg.with_client(async |c| crate::postgres::probe::ensure_roles(c, &config, false).await)
             .await?;
         let system_id = pg.controldata().await?.system_id;
         self.system_id = Some(system_id.clone());
@@ -321,6 +321,9 @@ impl<D: Dcs> Ha<D> {
             .map(|m| slot_name(&m.name))
             .collect();
         let pg = self.shared.postgres.clone();
+        if self.shared.roles_pending() {
+            self.change_role_passwords().await;
+        }
         pg.with_client(async |c| crate::postgres::probe::sync_physical_slots(c, &wanted).await)
             .await?;
         if let Some(optime) = self.shared.snapshot().observation.and_then(|o| o.flush_lsn) {
@@ -330,6 +333,34 @@ impl<D: Dcs> Ha<D> {
             }
         }
         self.manage_sync(view, dynamic).await
+    }
+
+    /// After a reload changed a role password: give PostgreSQL's roles the
+    /// passwords of the configuration in force (idempotent). A failure is
+    /// logged and tried again at the next cycle; the replicas that already
+    /// switched to the new replication password reconnect once it is done.
+    pub(super) async fn change_role_passwords(&self) {
+        let pg = self.shared.postgres.clone();
+        let (config, generation, _) = self.shared.live.superuser_view();
+        let done = pg
+            .with_client(async |c| crate::postgres::probe::ensure_roles(c, &config, true).await)
+            .await;
+        match done {
+            Ok(()) => {
+                self.shared.roles_done(generation);
+                pg.retry_current_password().await;
+                let auth = &config.postgresql.authentication;
+                tracing::info!(
+                    superuser = %auth.superuser.username,
+                    replication = %auth.replication.username,
+                    "the roles have the passwords of the reloaded member file"
+                );
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "cannot give the roles their new passwords yet; trying again next cycle"
+            ),
+        }
     }
 
     /// Keep the `sync` key and synchronous_standby_names in step (invariant 2).
@@ -436,7 +467,7 @@ impl<D: Dcs> Ha<D> {
             return Ok(());
         }
         let wanted = crate::postgres::conf::render_postgresql_conf(
-            &self.shared.config,
+            &self.shared.config(),
             &self.cluster_parameters(dynamic),
             upstream.as_ref(),
         );

@@ -11,6 +11,7 @@ pub mod fence;
 pub mod guard;
 mod handover;
 pub mod lease;
+pub mod reload;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,8 @@ pub enum HaError {
 pub struct Ha<D: Dcs> {
     dcs: Arc<D>,
     shared: Arc<Shared>,
+    /// `cluster.name` (never changes while pgpilot runs).
+    me: String,
     /// For peers' `/patroni` (http or https, with this member's TLS client settings).
     http: crate::api::client::ApiClient,
     /// Leader the running standby's primary_conninfo points at.
@@ -67,16 +70,18 @@ impl<D: Dcs> Ha<D> {
         // this member's certificate when the API uses TLS. The files were
         // read when the configuration was loaded, so this does not fail in
         // practice; without them only plain-http peers could be asked.
-        let http = crate::api::client::ApiClient::for_member(&shared.config).unwrap_or_else(|e| {
-            tracing::error!(error = %e, "cannot set up TLS towards other members' APIs");
-            crate::api::client::ApiClient::new(
-                &Default::default(),
-                Duration::from_secs(2),
-                Duration::from_secs(1),
-            )
-            .expect("a client without TLS material builds")
-        });
+        let http =
+            crate::api::client::ApiClient::for_member(&shared.config()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot set up TLS towards other members' APIs");
+                crate::api::client::ApiClient::new(
+                    &Default::default(),
+                    Duration::from_secs(2),
+                    Duration::from_secs(1),
+                )
+                .expect("a client without TLS material builds")
+            });
         Ha {
+            me: shared.config().cluster.name.clone(),
             dcs,
             shared,
             http,
@@ -90,7 +95,7 @@ impl<D: Dcs> Ha<D> {
     }
 
     fn me(&self) -> &str {
-        &self.shared.config.cluster.name
+        &self.me
     }
 
     /// Run cycles until `shutdown` flips, then stop gracefully.
@@ -105,7 +110,7 @@ impl<D: Dcs> Ha<D> {
                 tracing::warn!(error = %e, "HA cycle failed");
             }
             self.shared.update(|s| s.last_cycle = Instant::now());
-            self.shared.exporter.observe_ha_cycle(started.elapsed());
+            self.shared.exporter().observe_ha_cycle(started.elapsed());
             let loop_wait = self.shared.dynamic().loop_wait();
             let nap = loop_wait.saturating_sub(started.elapsed());
             if *shutdown.borrow() {
@@ -271,7 +276,7 @@ impl<D: Dcs> Ha<D> {
         let dynamic = view
             .config
             .clone()
-            .unwrap_or_else(|| self.shared.config.bootstrap.clone());
+            .unwrap_or_else(|| self.shared.config().bootstrap.clone());
         self.shared.update(|s| s.dynamic = dynamic.clone());
 
         let announced = self.shared.callbacks.generation();
@@ -307,7 +312,7 @@ impl<D: Dcs> Ha<D> {
             } if view.leader.is_none() && fresh_view.is_some() => self.poll_peers(&view).await,
             _ => Vec::new(),
         };
-        let config = self.shared.config.clone();
+        let config = self.shared.config();
         let decision = decide::decide(&Inputs {
             me: &config.cluster.name,
             tags: &config.tags,
@@ -438,7 +443,7 @@ impl<D: Dcs> Ha<D> {
     /// read this cycle) already holds exactly that.
     async fn publish(&self, seen: Option<&ClusterView>) {
         let snap = self.shared.snapshot();
-        let config = &self.shared.config;
+        let config = self.shared.config();
         let obs = snap
             .observation
             .as_ref()

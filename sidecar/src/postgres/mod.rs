@@ -12,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::Mutex;
 
-use crate::config::Config;
+use crate::config::{Config, LiveConfig};
 use conf::Upstream;
 pub use probe::{Observation, ReplicationInfo};
 use process::{read_pid_file, RunAs};
@@ -25,6 +25,9 @@ pub enum PgError {
     Command(String),
     #[error("{0}")]
     Sql(String),
+    /// PostgreSQL refused the login (wrong password, unknown role).
+    #[error("{0}")]
+    Auth(String),
     #[error("PostgreSQL did not start: {0}")]
     StartFailed(String),
 }
@@ -56,36 +59,77 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
+/// How often a session opened with an older superuser password (after a
+/// reload, before PostgreSQL has the new one) is replaced by a try with
+/// the current password.
+const FALLBACK_RETRY: Duration = Duration::from_secs(3);
+
+/// The local superuser session.
+struct Session {
+    client: tokio_postgres::Client,
+    /// The reload generation it logged in for: after a reload it is
+    /// replaced, so that the new password is tried (and, once it works,
+    /// known to work: [`LiveConfig::superuser_accepted`]).
+    generation: u64,
+    /// Opened with an older superuser password, at this time.
+    fallback_since: Option<tokio::time::Instant>,
+}
+
+impl Session {
+    fn usable(&self, generation: u64) -> bool {
+        !self.client.is_closed()
+            && self.generation == generation
+            && self
+                .fallback_since
+                .is_none_or(|since| since.elapsed() < FALLBACK_RETRY)
+    }
+}
+
 pub struct Postgres {
-    config: Arc<Config>,
+    /// The configuration in force: credentials change with a reload, the
+    /// rest (paths, ports, programs) is what pgpilot started with.
+    live: Arc<LiveConfig>,
+    /// `postgresql.data_dir` (never changes while pgpilot runs).
+    data_dir: PathBuf,
     run_as: RunAs,
-    client: Mutex<Option<tokio_postgres::Client>>,
+    client: Mutex<Option<Session>>,
+    /// The reload generation whose superuser password was last reported
+    /// as not accepted yet (logged once per reload).
+    fallback_logged: std::sync::atomic::AtomicU64,
     /// Signalled whenever a postmaster this process started exits, so the
     /// HA loop reacts to a crash at once instead of at its next tick.
     pub exited: Arc<tokio::sync::Notify>,
 }
 
 impl Postgres {
-    pub fn new(config: Arc<Config>) -> Result<Self, PgError> {
+    pub fn new(live: Arc<LiveConfig>) -> Result<Self, PgError> {
+        let config = live.get();
         let run_as = RunAs::resolve(&config.postgresql.os_user)?;
         Ok(Postgres {
-            config,
+            data_dir: config.postgresql.data_dir.clone(),
+            live,
             run_as,
             client: Mutex::new(None),
+            fallback_logged: std::sync::atomic::AtomicU64::new(u64::MAX),
             exited: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
+    /// The configuration in force now (one consistent value).
+    pub fn config(&self) -> Arc<Config> {
+        self.live.get()
+    }
+
     pub fn data_dir(&self) -> &Path {
-        &self.config.postgresql.data_dir
+        &self.data_dir
     }
 
     fn bin(&self, program: &str) -> PathBuf {
-        self.config.postgresql.bin_dir.join(program)
+        self.config().postgresql.bin_dir.join(program)
     }
 
     fn timeout(&self) -> Duration {
-        Duration::from_secs(self.config.postgresql.pg_ctl_timeout)
+        Duration::from_secs(self.config().postgresql.pg_ctl_timeout)
     }
 
     /// Check the binaries exist before anything else happens.
@@ -183,7 +227,8 @@ impl Postgres {
 
     /// Create the data directory (empty, mode 0700) and the socket directory.
     pub fn prepare_dirs(&self) -> Result<(), PgError> {
-        let pg = &self.config.postgresql;
+        let config = self.config();
+        let pg = &config.postgresql;
         self.run_as.create_dir(&pg.data_dir, 0o700)?;
         if !pg.socket_dir.exists() {
             self.run_as.create_dir(&pg.socket_dir, 0o2775)?;
@@ -194,7 +239,8 @@ impl Postgres {
     /// initdb with data checksums and the superuser's password.
     pub async fn initdb(&self) -> Result<(), PgError> {
         self.prepare_dirs()?;
-        let pg = &self.config.postgresql;
+        let config = self.config();
+        let pg = &config.postgresql;
         let pwfile = pg.data_dir.with_extension("pwfile");
         self.run_as.write_private(
             &pwfile,
@@ -228,7 +274,8 @@ impl Postgres {
     /// Clone a running member with pg_basebackup into the (empty) data directory.
     pub async fn basebackup(&self, source: &Upstream) -> Result<(), PgError> {
         self.prepare_dirs()?;
-        let pg = &self.config.postgresql;
+        let config = self.config();
+        let pg = &config.postgresql;
         let repl = &pg.authentication.replication;
         let mut cmd = self.run_as.command(&self.bin("pg_basebackup"));
         cmd.arg("-D")
@@ -246,7 +293,7 @@ impl Postgres {
             .env("PGPASSWORD", &repl.password)
             .env(
                 "PGAPPNAME",
-                format!("pgpilot-clone-{}", self.config.cluster.name),
+                format!("pgpilot-clone-{}", config.cluster.name),
             );
         self.begin_creation()?;
         let result = process::run(cmd, "pg_basebackup", Duration::from_secs(3600)).await;
@@ -262,7 +309,8 @@ impl Postgres {
     /// crashed first goes through crash recovery in single-user mode, since
     /// pg_rewind needs a cleanly shut down target.
     pub async fn rewind(&self, source: &Upstream) -> Result<(), PgError> {
-        let pg = &self.config.postgresql;
+        let (config, _, fallbacks) = self.live.superuser_view();
+        let pg = &config.postgresql;
         if !self
             .controldata()
             .await?
@@ -278,17 +326,34 @@ impl Postgres {
                 .arg("postgres");
             process::run(cmd, "single-user crash recovery", self.timeout() * 5).await?;
         }
-        let superuser = &pg.authentication.superuser;
-        let mut cmd = self.run_as.command(&self.bin("pg_rewind"));
-        cmd.arg("-D")
-            .arg(&pg.data_dir)
-            .arg(format!(
-                "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
-                source.host, source.port, superuser.username
-            ))
-            .env("PGPASSWORD", &superuser.password);
-        process::run(cmd, "pg_rewind", Duration::from_secs(3600)).await?;
-        Ok(())
+        // The leader may not have the superuser's new password yet (a
+        // reload moments ago): a refused login changes nothing in the data
+        // directory, so the previous passwords are tried in turn.
+        let attempts: Vec<_> = std::iter::once(&pg.authentication.superuser)
+            .chain(&fallbacks)
+            .collect();
+        for (i, superuser) in attempts.iter().enumerate() {
+            let last = i + 1 == attempts.len();
+            let mut cmd = self.run_as.command(&self.bin("pg_rewind"));
+            cmd.arg("-D")
+                .arg(&pg.data_dir)
+                .arg(format!(
+                    "--source-server=host={} port={} user={} dbname=postgres connect_timeout=5",
+                    source.host, source.port, superuser.username
+                ))
+                .env("PGPASSWORD", &superuser.password);
+            match process::run(cmd, "pg_rewind", Duration::from_secs(3600)).await {
+                Err(PgError::Command(m))
+                    if m.contains("password authentication failed") && !last =>
+                {
+                    tracing::info!(
+                        "pg_rewind: the leader refused the superuser's password; trying the previous one"
+                    );
+                }
+                outcome => return outcome.map(|_| ()),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
     /// Remove everything inside the data directory (never the directory itself).
@@ -327,11 +392,12 @@ impl Postgres {
                 self.run_as.write_private(&dir.join(conf::BASE_CONF), "")?;
             }
         }
-        let text = conf::render_postgresql_conf(&self.config, parameters, upstream);
+        let config = self.config();
+        let text = conf::render_postgresql_conf(&config, parameters, upstream);
         self.run_as
             .write_private(&dir.join("postgresql.conf"), &text)?;
         self.run_as
-            .write_private(&dir.join("pg_hba.conf"), &conf::render_pg_hba(&self.config))?;
+            .write_private(&dir.join("pg_hba.conf"), &conf::render_pg_hba(&config))?;
         let signal = dir.join("standby.signal");
         if standby {
             self.run_as.write_private(&signal, "")?;
@@ -366,7 +432,8 @@ impl Postgres {
         if self.is_running() {
             return Ok(());
         }
-        let pg = &self.config.postgresql;
+        let config = self.config();
+        let pg = &config.postgresql;
         if !pg.socket_dir.exists() {
             self.run_as.create_dir(&pg.socket_dir, 0o2775)?;
         }
@@ -375,7 +442,7 @@ impl Postgres {
         if stale.exists() && self.postmaster_pid().is_none() {
             let _ = std::fs::remove_file(&stale);
         }
-        let log_path = self.config.postgres_log_file();
+        let log_path = config.postgres_log_file();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -432,7 +499,7 @@ impl Postgres {
 
     /// The last lines of the postmaster's log, for error messages.
     pub fn log_tail(&self) -> String {
-        std::fs::read_to_string(self.config.postgres_log_file())
+        std::fs::read_to_string(self.config().postgres_log_file())
             .map(|t| process::last_lines(&t, 5))
             .unwrap_or_default()
     }
@@ -478,7 +545,7 @@ impl Postgres {
         cmd.arg("promote")
             .arg("-w")
             .arg("-t")
-            .arg(self.config.postgresql.pg_ctl_timeout.to_string())
+            .arg(self.config().postgresql.pg_ctl_timeout.to_string())
             .arg("-D")
             .arg(self.data_dir());
         process::run(
@@ -502,10 +569,11 @@ impl Postgres {
     /// Observe the running instance over SQL (one reused connection).
     pub async fn observe(&self) -> Result<Observation, PgError> {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(probe::connect(&self.config).await?);
+        let generation = self.live.generation();
+        if !guard.as_ref().is_some_and(|s| s.usable(generation)) {
+            *guard = Some(self.connect().await?);
         }
-        let client = guard.as_ref().expect("connected above");
+        let client = &guard.as_ref().expect("connected above").client;
         match tokio::time::timeout(Duration::from_secs(5), probe::observe(client)).await {
             Ok(Ok(obs)) => Ok(obs),
             Ok(Err(e)) => {
@@ -525,15 +593,66 @@ impl Postgres {
         f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, PgError>,
     ) -> Result<T, PgError> {
         let mut guard = self.client.lock().await;
-        if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(probe::connect(&self.config).await?);
+        let generation = self.live.generation();
+        if !guard.as_ref().is_some_and(|s| s.usable(generation)) {
+            *guard = Some(self.connect().await?);
         }
-        let client = guard.as_ref().expect("connected above");
+        let client = &guard.as_ref().expect("connected above").client;
         let result = f(client).await;
         if result.is_err() {
             *guard = None;
         }
         result
+    }
+
+    /// A superuser session over the local socket with the current
+    /// password; when PostgreSQL refuses it and the password changed at a
+    /// recent reload, with a previous one (PostgreSQL learns the new one
+    /// from the primary's `ALTER ROLE`). Such a session is replaced by a
+    /// new try every few seconds.
+    async fn connect(&self) -> Result<Session, PgError> {
+        let (config, generation, fallbacks) = self.live.superuser_view();
+        let refused = match probe::connect(&config).await {
+            Ok(client) => {
+                self.live.superuser_accepted(generation);
+                return Ok(Session {
+                    client,
+                    generation,
+                    fallback_since: None,
+                });
+            }
+            Err(e @ PgError::Auth(_)) if !fallbacks.is_empty() => e,
+            Err(e) => return Err(e),
+        };
+        for superuser in fallbacks {
+            let mut older = (*config).clone();
+            older.postgresql.authentication.superuser = superuser;
+            if let Ok(client) = probe::connect(&older).await {
+                use std::sync::atomic::Ordering::Relaxed;
+                if self.fallback_logged.swap(generation, Relaxed) != generation {
+                    tracing::warn!(
+                        "PostgreSQL does not accept the superuser's new password yet (the primary \
+                         changes it, and a replica gets it by replication): using the previous \
+                         password until it does"
+                    );
+                }
+                return Ok(Session {
+                    client,
+                    generation,
+                    fallback_since: Some(tokio::time::Instant::now()),
+                });
+            }
+        }
+        Err(refused)
+    }
+
+    /// Drop a session opened with an older superuser password, so the
+    /// next statement tries the current one (after the roles changed).
+    pub async fn retry_current_password(&self) {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_some_and(|s| s.fallback_since.is_some()) {
+            *guard = None;
+        }
     }
 }
 

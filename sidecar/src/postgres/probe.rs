@@ -86,13 +86,28 @@ pub async fn connect(config: &Config) -> Result<Client, PgError> {
     let (client, connection) = local_conninfo(config, "postgres")
         .connect(NoTls)
         .await
-        .map_err(|e| PgError::Sql(format!("cannot connect to the local PostgreSQL: {e}")))?;
+        .map_err(|e| {
+            let message = format!("cannot connect to the local PostgreSQL: {e}");
+            if is_auth_failure(&e) {
+                PgError::Auth(message)
+            } else {
+                PgError::Sql(message)
+            }
+        })?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "local PostgreSQL connection ended");
         }
     });
     Ok(client)
+}
+
+/// A refused login: wrong password (28P01) or a role that may not log in (28000).
+pub fn is_auth_failure(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    e.code().is_some_and(|c| {
+        *c == SqlState::INVALID_PASSWORD || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    })
 }
 
 fn sql_err(e: tokio_postgres::Error) -> PgError {
@@ -141,9 +156,24 @@ pub async fn observe(client: &Client) -> Result<Observation, PgError> {
     Ok(obs)
 }
 
-/// Create the replication role if missing, and keep its password current.
-pub async fn ensure_replication_role(client: &Client, config: &Config) -> Result<(), PgError> {
-    let repl = &config.postgresql.authentication.replication;
+/// Create the replication role if missing, and give it the configured
+/// password; with `superuser`, give the superuser its configured password
+/// too. Idempotent: a role that already has that password (a charm may
+/// have changed it first) is set to it again.
+///
+/// No password reaches the server in clear: the statement carries a
+/// SCRAM-SHA-256 verifier computed here (as psql's `\password` does), and
+/// runs in a transaction that logs no statement (`log_statement`,
+/// `log_min_duration_statement`, `log_min_error_statement`), set by an
+/// earlier query since PostgreSQL decides about logging a query before
+/// running it.
+pub async fn ensure_roles(
+    client: &Client,
+    config: &Config,
+    superuser: bool,
+) -> Result<(), PgError> {
+    let auth = &config.postgresql.authentication;
+    let repl = &auth.replication;
     let exists = client
         .query_opt(
             "SELECT 1 FROM pg_roles WHERE rolname = $1",
@@ -153,12 +183,39 @@ pub async fn ensure_replication_role(client: &Client, config: &Config) -> Result
         .map_err(sql_err)?
         .is_some();
     let verb = if exists { "ALTER" } else { "CREATE" };
-    let sql = format!(
+    let mut statements = vec![format!(
         "{verb} ROLE {} WITH LOGIN REPLICATION PASSWORD {}",
         quote_ident(&repl.username),
-        quote_literal(&repl.password)
-    );
-    client.batch_execute(&sql).await.map_err(sql_err)
+        quote_literal(&scram_verifier(&repl.password))
+    )];
+    if superuser {
+        statements.push(format!(
+            "ALTER ROLE {} WITH PASSWORD {}",
+            quote_ident(&auth.superuser.username),
+            quote_literal(&scram_verifier(&auth.superuser.password))
+        ));
+    }
+    client
+        .batch_execute(
+            "BEGIN; SET LOCAL log_statement = 'none'; \
+             SET LOCAL log_min_duration_statement = -1; \
+             SET LOCAL log_min_error_statement = 'panic'",
+        )
+        .await
+        .map_err(sql_err)?;
+    for statement in &statements {
+        if let Err(e) = client.batch_execute(statement).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(sql_err(e));
+        }
+    }
+    client.batch_execute("COMMIT").await.map_err(sql_err)
+}
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (random
+/// salt, 4096 iterations, SASLprep as libpq applies it).
+pub fn scram_verifier(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
 /// Make the physical slots exactly `wanted` (inactive strays are dropped).

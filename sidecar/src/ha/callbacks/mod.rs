@@ -145,34 +145,27 @@ fn running_as(role: Role) -> Known {
     }
 }
 
-/// The configured callbacks of this member and the state of announcements.
-/// Shared by the HA loop, the operator commands and the fence.
-pub struct Callbacks {
-    scope: String,
+/// The programs of `[postgresql.callbacks]`, split into words.
+#[derive(Debug, Clone, Default)]
+struct Programs {
     on_start: Option<Vec<String>>,
     on_stop: Option<Vec<String>>,
     on_restart: Option<Vec<String>>,
     on_reload: Option<Vec<String>>,
     on_role_change: Option<Vec<String>>,
-    /// What was announced, and how many events were (the generation).
-    known: Mutex<(Known, u64)>,
-    runner: runner::Runner,
 }
 
-impl Callbacks {
-    pub fn new(config: &Config) -> Self {
+impl Programs {
+    fn of(config: &Config) -> Self {
         let section = &config.postgresql.callbacks;
         // Validated at load; a command line that does not split is left out.
         let argv = |c: &Option<crate::config::CommandLine>| c.as_ref().and_then(|c| c.argv().ok());
-        Callbacks {
-            scope: config.cluster.scope.clone(),
+        Programs {
             on_start: argv(&section.on_start),
             on_stop: argv(&section.on_stop),
             on_restart: argv(&section.on_restart),
             on_reload: argv(&section.on_reload),
             on_role_change: argv(&section.on_role_change),
-            known: Mutex::new((Known::default(), 0)),
-            runner: runner::Runner::new(Duration::from_secs(section.callback_timeout)),
         }
     }
 
@@ -185,6 +178,46 @@ impl Callbacks {
             Callback::OnRoleChange => self.on_role_change.as_ref(),
         }
         .filter(|argv| !argv.is_empty())
+    }
+}
+
+/// The configured callbacks of this member and the state of announcements.
+/// Shared by the HA loop, the operator commands and the fence.
+pub struct Callbacks {
+    scope: String,
+    /// Replaced whole by a reload ([`Callbacks::update`]).
+    programs: Mutex<Programs>,
+    /// What was announced, and how many events were (the generation).
+    known: Mutex<(Known, u64)>,
+    runner: runner::Runner,
+}
+
+impl Callbacks {
+    pub fn new(config: &Config) -> Self {
+        let section = &config.postgresql.callbacks;
+        Callbacks {
+            scope: config.cluster.scope.clone(),
+            programs: Mutex::new(Programs::of(config)),
+            known: Mutex::new((Known::default(), 0)),
+            runner: runner::Runner::new(Duration::from_secs(section.callback_timeout)),
+        }
+    }
+
+    /// A reloaded `[postgresql.callbacks]`: later events run the new
+    /// programs, and callbacks started from now on get the new timeout.
+    pub fn update(&self, config: &Config) {
+        *self.programs.lock().unwrap_or_else(|e| e.into_inner()) = Programs::of(config);
+        self.runner.set_timeout(Duration::from_secs(
+            config.postgresql.callbacks.callback_timeout,
+        ));
+    }
+
+    fn command(&self, callback: Callback) -> Option<Vec<String>> {
+        self.programs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .command(callback)
+            .cloned()
     }
 
     /// Record `event` and start its callback, if one is configured, in the
@@ -226,7 +259,7 @@ impl Callbacks {
             );
             return;
         };
-        let mut argv = program.clone();
+        let mut argv = program;
         argv.extend([
             callback.as_str().to_string(),
             role.as_str().to_string(),

@@ -16,7 +16,8 @@
 //! HA loop never waits for a callback.
 
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -51,7 +52,8 @@ impl Request {
 type Lane = Mutex<Option<(UnboundedSender<Request>, JoinHandle<()>)>>;
 
 pub struct Runner {
-    timeout: Duration,
+    /// `callback_timeout` in milliseconds; a reload may change it.
+    timeout: Arc<AtomicU64>,
     /// on_start, on_stop, on_restart, on_role_change.
     main: Lane,
     /// on_reload.
@@ -63,11 +65,21 @@ pub struct Runner {
 impl Runner {
     pub fn new(timeout: Duration) -> Self {
         Runner {
-            timeout,
+            timeout: Arc::new(AtomicU64::new(timeout.as_millis() as u64)),
             main: Mutex::new(None),
             reload: Mutex::new(None),
             finished: Mutex::new(false),
         }
+    }
+
+    /// Callbacks started from now on may run this long.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout
+            .store(timeout.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout.load(Ordering::Relaxed))
     }
 
     /// Queue `request` on its lane; never waits. Must be called from within
@@ -87,7 +99,7 @@ impl Runner {
         let mut lane = lane.lock().unwrap_or_else(|e| e.into_inner());
         let (tx, _) = lane.get_or_insert_with(|| {
             let (tx, rx) = unbounded_channel();
-            (tx, tokio::spawn(run_lane(rx, self.timeout)))
+            (tx, tokio::spawn(run_lane(rx, self.timeout.clone())))
         });
         if let Err(e) = tx.send(request) {
             tracing::error!(
@@ -108,13 +120,13 @@ impl Runner {
         for (tx, task) in lanes {
             // Closing the queue ends the lane once its callback is done.
             drop(tx);
-            let _ = tokio::time::timeout(self.timeout + Duration::from_secs(2), task).await;
+            let _ = tokio::time::timeout(self.timeout() + Duration::from_secs(2), task).await;
         }
     }
 }
 
 /// One lane: run its requests one after the other, the newest first.
-async fn run_lane(mut queue: UnboundedReceiver<Request>, timeout: Duration) {
+async fn run_lane(mut queue: UnboundedReceiver<Request>, timeout: Arc<AtomicU64>) {
     let mut next = None;
     loop {
         let mut request = match next.take() {
@@ -135,7 +147,8 @@ async fn run_lane(mut queue: UnboundedReceiver<Request>, timeout: Duration) {
             );
             request = newer;
         }
-        next = run_one(&request, &mut queue, timeout).await;
+        let limit = Duration::from_millis(timeout.load(Ordering::Relaxed));
+        next = run_one(&request, &mut queue, limit).await;
     }
 }
 
