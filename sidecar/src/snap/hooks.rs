@@ -71,28 +71,69 @@ fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapE
     ])
 }
 
+/// What the configure hook does to a running pgpilot whose member file it
+/// rewrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberAction {
+    /// Only keys a running member takes without a restart changed (the
+    /// credentials, the callbacks): SIGHUP, which re-reads the file.
+    Reload { keys: Vec<String> },
+    /// Something else changed (or the old file cannot be read): restart.
+    Restart { keys: Vec<String> },
+    /// The text changed but not what it says (a default written out).
+    Nothing,
+}
+
+/// The old member file (as the running pgpilot read it) against the new
+/// one. Pure but for what `Config::parse` reads (TLS files, callback
+/// programs), the same check `pgpilot run` makes.
+pub fn member_action(old: Option<&str>, new: Option<&str>, paths: &SnapPaths) -> MemberAction {
+    let path = paths.member_file();
+    let parse = |text: Option<&str>| text.and_then(|t| crate::config::Config::parse(t, &path).ok());
+    let (Some(old), Some(new)) = (parse(old), parse(new)) else {
+        return MemberAction::Restart { keys: Vec::new() };
+    };
+    let plan = crate::config::reload::plan(&old, &new);
+    if !plan.restart.is_empty() {
+        MemberAction::Restart { keys: plan.restart }
+    } else if !plan.live.is_empty() {
+        MemberAction::Reload { keys: plan.live }
+    } else {
+        MemberAction::Nothing
+    }
+}
+
 /// The configure hook: validate everything first, then write what changed,
-/// then restart the active services whose files changed.
+/// then restart the active services whose files changed; a running pgpilot
+/// whose member file changed only in credentials or callbacks is reloaded
+/// instead (SIGHUP: PostgreSQL keeps running).
 pub fn configure() -> Result<(), String> {
     let paths = SnapPaths::from_env()?;
     let doc = snapctl::get_document(&TREES)?;
     let rendered = render_all(&doc, &paths).map_err(|e| format!("invalid {e}"))?;
 
     let mut changed_apps = Vec::new();
+    // The member file before and after, when it changed.
+    let mut member_change: Option<(Option<String>, Option<String>)> = None;
     for service in &rendered {
         let mut changed = false;
         for (path, content) in &service.files {
             let old = files::read(path)?;
+            let differs = match content {
+                Some(text) => old.as_deref() != Some(text.as_bytes()),
+                None => old.is_some(),
+            };
+            if !differs {
+                continue;
+            }
             match content {
-                Some(text) if old.as_deref() != Some(text.as_bytes()) => {
-                    files::write_atomic(path, text.as_bytes(), DAEMON_UID)?;
-                    changed = true;
-                }
-                None if old.is_some() => {
-                    files::remove(path)?;
-                    changed = true;
-                }
-                _ => {}
+                Some(text) => files::write_atomic(path, text.as_bytes(), DAEMON_UID)?,
+                None => files::remove(path)?,
+            }
+            changed = true;
+            if *path == paths.member_file() {
+                let old = old.map(|b| String::from_utf8_lossy(&b).into_owned());
+                member_change = Some((old, content.clone()));
             }
         }
         if changed {
@@ -102,16 +143,102 @@ pub fn configure() -> Result<(), String> {
     if changed_apps.is_empty() {
         return Ok(());
     }
-    let active: Vec<String> = snapctl::services(&changed_apps)?
+    let mut active: Vec<String> = snapctl::services(&changed_apps)?
         .into_iter()
         .filter(|(_, active)| *active)
         .map(|(name, _)| name)
         .collect();
+    let pgpilot = format!("{}.pgpilot", paths.instance);
+    if let (Some(at), Some((old, new))) = (
+        active.iter().position(|a| *a == pgpilot),
+        member_change.as_ref(),
+    ) {
+        match member_action(old.as_deref(), new.as_deref(), &paths) {
+            MemberAction::Nothing => {
+                active.remove(at);
+            }
+            MemberAction::Reload { keys } => {
+                // The running member's pid file: where its (unchanged) data
+                // directory says.
+                let signalled = old
+                    .as_deref()
+                    .and_then(|t| crate::config::Config::parse(t, &paths.member_file()).ok())
+                    .ok_or_else(|| "the old member file is unreadable".to_string())
+                    .and_then(|c| signal_member(&paths, &c.pid_file()));
+                match signalled {
+                    Ok(pid) => {
+                        println!(
+                            "reloading {pgpilot} without a restart (SIGHUP to pid {pid}): {} changed",
+                            keys.join(", ")
+                        );
+                        active.remove(at);
+                    }
+                    Err(why) => {
+                        println!("cannot reload {pgpilot} ({why}): restarting it instead");
+                    }
+                }
+            }
+            MemberAction::Restart { keys } if !keys.is_empty() => {
+                println!("{pgpilot}: {} changed (needs a restart)", keys.join(", "));
+            }
+            MemberAction::Restart { .. } => {}
+        }
+    }
     if !active.is_empty() {
         println!("restarting {} (configuration changed)", active.join(", "));
         snapctl::restart(&active)?;
     }
     Ok(())
+}
+
+/// Exit status of `pgpilot snap signal-member` when no running pgpilot
+/// holds the pid file.
+const NO_MEMBER: i32 = 3;
+
+/// Send the running pgpilot SIGHUP, as `_daemon_`: a strictly confined
+/// snap's root has no `capability kill` (nor `dac_read_search`, and the pid
+/// file's directory is `_daemon_`'s), so the hook runs
+/// `$SNAP/bin/pgpilot snap signal-member PID_FILE` as that user, which a
+/// snap may become (system-usernames). Returns the pid signalled.
+fn signal_member(paths: &SnapPaths, pid_file: &std::path::Path) -> Result<i32, String> {
+    use std::os::unix::process::CommandExt;
+    let program = paths.snap.join("bin/pgpilot");
+    let mut command = std::process::Command::new(&program);
+    command.args(["snap", "signal-member"]).arg(pid_file);
+    if nix::unistd::Uid::effective().is_root() {
+        command.uid(DAEMON_UID).gid(DAEMON_UID);
+    }
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", program.display()))?;
+    match output.status.code() {
+        Some(0) => String::from_utf8_lossy(&output.stdout)
+            .trim()
+            .parse()
+            .map_err(|_| "signal-member printed no pid".to_string()),
+        Some(NO_MEMBER) => Err("no running pgpilot holds its pid file".into()),
+        _ => Err(String::from_utf8_lossy(&output.stderr).trim().to_string()),
+    }
+}
+
+/// `pgpilot snap signal-member PID_FILE`: SIGHUP to the live pgpilot that
+/// holds `PID_FILE` ([`crate::pidfile`]); prints its pid. Exit 3 when none does.
+pub fn signal_member_main(pid_file: &std::path::Path) -> i32 {
+    let Some(pid) = crate::pidfile::live_pid(pid_file) else {
+        eprintln!("no running pgpilot holds {}", pid_file.display());
+        return NO_MEMBER;
+    };
+    let pid_t = nix::unistd::Pid::from_raw(pid);
+    match nix::sys::signal::kill(pid_t, nix::sys::signal::Signal::SIGHUP) {
+        Ok(()) => {
+            println!("{pid}");
+            crate::exit::OK
+        }
+        Err(e) => {
+            eprintln!("cannot send SIGHUP to pgpilot (pid {pid}): {e}");
+            crate::exit::FAILURE
+        }
+    }
 }
 
 /// This machine's name for the defaults: the host name, made a valid
@@ -251,6 +378,111 @@ mod tests {
                     path.display()
                 );
             }
+        }
+    }
+
+    /// One row per `snap set` on a running member: reload (SIGHUP, no
+    /// PostgreSQL restart) or restart.
+    #[test]
+    fn what_the_hook_does_to_a_running_member() {
+        let paths = crate::snap::test_paths();
+        let base = defaults("host1", "pw1", "pw2");
+        let file = |changes: &[(&str, Value)]| -> Option<String> {
+            let mut pairs = base.clone();
+            for (key, value) in changes {
+                pairs.retain(|(k, _)| k != key);
+                if !value.is_null() {
+                    pairs.push((key.to_string(), value.clone()));
+                }
+            }
+            match member::render(&nest(&pairs)["pgpilot"], &paths).unwrap() {
+                Outcome::Ready(text) => Some(text),
+                Outcome::Missing(_) => None,
+            }
+        };
+        let su = "pgpilot.postgresql.authentication.superuser.password";
+        let repl = "pgpilot.postgresql.authentication.replication.password";
+        let reload = |keys: &[&str]| MemberAction::Reload {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        };
+        let restart = |keys: &[&str]| MemberAction::Restart {
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        };
+        let rows: Vec<(&str, Option<String>, Option<String>, MemberAction)> = vec![
+            (
+                "system-users rotated: both passwords, reload",
+                file(&[]),
+                file(&[(su, json!("new1")), (repl, json!("new2"))]),
+                reload(&[
+                    "postgresql.authentication.replication.password",
+                    "postgresql.authentication.superuser.password",
+                ]),
+            ),
+            (
+                "the superuser's password alone: reload",
+                file(&[]),
+                file(&[(su, json!("new1"))]),
+                reload(&["postgresql.authentication.superuser.password"]),
+            ),
+            (
+                "REST API credentials: reload",
+                file(&[]),
+                file(&[
+                    ("pgpilot.api.username", json!("admin")),
+                    ("pgpilot.api.password", json!("x")),
+                ]),
+                reload(&["api.password", "api.username"]),
+            ),
+            (
+                "a port: restart, naming it",
+                file(&[]),
+                file(&[("pgpilot.postgresql.port", json!(5433))]),
+                restart(&["postgresql.port"]),
+            ),
+            (
+                "a password and a parameter: restart (the parameter needs it)",
+                file(&[]),
+                file(&[
+                    (su, json!("new1")),
+                    ("pgpilot.postgresql.parameters.work-mem", json!("8MB")),
+                ]),
+                restart(&["postgresql.parameters.work_mem"]),
+            ),
+            (
+                "a role renamed: restart",
+                file(&[]),
+                file(&[(
+                    "pgpilot.postgresql.authentication.superuser.username",
+                    json!("root2"),
+                )]),
+                restart(&["postgresql.authentication.superuser.username"]),
+            ),
+            (
+                "a default written out: the text changed, nothing else",
+                file(&[]),
+                file(&[("pgpilot.postgresql.pg-ctl-timeout", json!(60))]),
+                MemberAction::Nothing,
+            ),
+            ("no file before: restart", None, file(&[]), restart(&[])),
+            (
+                "the file removed (a setting unset): restart",
+                file(&[]),
+                file(&[("pgpilot.cluster.name", Value::Null)]),
+                restart(&[]),
+            ),
+            (
+                "an old file that does not parse: restart",
+                Some("not toml [".into()),
+                file(&[]),
+                restart(&[]),
+            ),
+        ];
+        for (name, old, new, want) in rows {
+            let mut got = member_action(old.as_deref(), new.as_deref(), &paths);
+            if let MemberAction::Reload { keys } | MemberAction::Restart { keys } = &mut got {
+                keys.sort();
+            }
+            assert_eq!(got, want, "{name}");
         }
     }
 

@@ -188,8 +188,14 @@ pub enum SnapCommand {
     /// The snap's install hook: directories and single-machine defaults.
     InstallHook,
     /// The snap's configure hook: check `snap set` values, render the files,
-    /// restart the running services whose files changed.
+    /// restart the running services whose files changed (reload pgpilot
+    /// when only its credentials or callbacks changed).
     ConfigureHook,
+    /// Internal (run by the configure hook as the daemon user): SIGHUP to
+    /// the running pgpilot that holds PID_FILE; prints its pid, exit 3 when
+    /// none does.
+    #[command(hide = true)]
+    SignalMember { pid_file: PathBuf },
 }
 
 /// Entry point of `pgpilot snap`; returns the exit code.
@@ -197,6 +203,7 @@ pub fn main(args: SnapArgs) -> i32 {
     let result = match args.command {
         SnapCommand::InstallHook => hooks::install(),
         SnapCommand::ConfigureHook => hooks::configure(),
+        SnapCommand::SignalMember { pid_file } => return hooks::signal_member_main(&pid_file),
     };
     match result {
         Ok(()) => crate::exit::OK,
