@@ -126,10 +126,10 @@ pub fn bootstrap_keys(
         ("etcd.initial-cluster", initial_cluster),
         ("etcd.initial-cluster-state", me.initial_state.clone()),
         ("etcd.initial-cluster-token", token.to_string()),
-        (
-            "etcd.listen-client-urls",
-            format!("{},http://127.0.0.1:{CLIENT_PORT}", client_url(ip)),
-        ),
+        // The unit's address only: clients (pgpilot, etcdctl, the charm)
+        // are given it, and a loopback listener would collide where units
+        // share one loopback (LXD containers do not, the test model does).
+        ("etcd.listen-client-urls", client_url(ip)),
         ("etcd.advertise-client-urls", client_url(ip)),
         ("etcd.listen-peer-urls", peer_url(ip)),
         ("etcd.initial-advertise-peer-urls", peer_url(ip)),
@@ -206,9 +206,6 @@ mod tests {
         );
         assert_eq!(get("etcd.initial-cluster-state"), "existing");
         assert_eq!(get("etcd.name"), "postgresql-1");
-        assert_eq!(
-            get("etcd.listen-client-urls"),
-            "http://10.0.0.2:2379,http://127.0.0.1:2379"
-        );
+        assert_eq!(get("etcd.listen-client-urls"), "http://10.0.0.2:2379");
     }
 }

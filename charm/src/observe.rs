@@ -335,7 +335,8 @@ fn read_extensions(o: &Observed, snap: &dyn SnapDriver) -> Option<ExtensionsView
 }
 
 /// The endpoints to ask etcd through: the admitted voters, else the ones
-/// pgpilot was given, else this unit's own etcd.
+/// pgpilot was given, else this unit's own etcd (none before the unit
+/// knows its address).
 pub fn etcd_endpoints(o: &Observed) -> Vec<String> {
     if let Some(peer) = &o.peer {
         let voters = peer::voter_client_urls(&peer.etcd_members());
@@ -352,13 +353,14 @@ pub fn etcd_endpoints(o: &Observed) -> Vec<String> {
             return urls;
         }
     }
-    vec![format!("http://127.0.0.1:{}", etcd::CLIENT_PORT)]
+    o.address.iter().map(|ip| etcd::client_url(ip)).collect()
 }
 
 fn observe_etcd(o: &Observed, snap: &dyn SnapDriver) -> Option<Vec<EtcdMember>> {
     let endpoints = etcd_endpoints(o);
-    let local_only = endpoints.iter().all(|e| e.contains("127.0.0.1"));
-    if local_only && !o.service_active(SERVICE_ETCD) {
+    let own = o.address.as_deref().map(etcd::client_url);
+    let local_only = endpoints.iter().all(|e| Some(e) == own.as_ref());
+    if endpoints.is_empty() || (local_only && !o.service_active(SERVICE_ETCD)) {
         return None;
     }
     let out = snap

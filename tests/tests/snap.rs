@@ -251,6 +251,11 @@ fn three_machines_one_cluster_from_the_packed_snap() -> anyhow::Result<()> {
         .map(|a| a.iter().filter_map(|m| m["name"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(names.len(), count, "etcd members: {list}");
+    // Another member's etcd named on the command line (the charm's way):
+    // the flag wins over the rendered ETCDCTL_ENDPOINTS.
+    let other = format!("--endpoints=http://{}:2379", ip(1));
+    let out = machines[2].run_app("etcdctl", &[&other, "member", "list"], &[])?;
+    assert!(out.status.success(), "etcdctl {other}: {}", text(&out));
     let li: usize = leader.trim_start_matches('m').parse()?;
     let lm = &machines[li - 1];
 

@@ -23,6 +23,9 @@ fn main() {
         .skip(1)
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
+    if args.first().map(String::as_str) == Some("--host") {
+        host_tool(&args[1..]);
+    }
     if tool == "juju-tool" {
         eprintln!("juju-tool: run it through a symlink named after a hook tool (config-get, ...)");
         std::process::exit(2);
@@ -53,6 +56,43 @@ fn main() {
                 "ERROR cannot connect to the unit agent at {}: {e}",
                 Path::new(&socket).display()
             );
+            std::process::exit(1);
+        }
+    }
+}
+
+/// `juju-tool --host SOCKET --unit UNIT TOOL ARGS...`: a machine command
+/// (`snap`, `juju-exec`) of the simulated machine of UNIT, answered by the
+/// test process on SOCKET. `snap run` passes its stdin and environment on.
+fn host_tool(args: &[String]) -> ! {
+    let (Some(socket), Some("--unit"), Some(unit), Some(tool)) = (
+        args.first(),
+        args.get(1).map(String::as_str),
+        args.get(2),
+        args.get(3),
+    ) else {
+        eprintln!("juju-tool --host SOCKET --unit UNIT TOOL ARGS...");
+        std::process::exit(2);
+    };
+    let rest = &args[4..];
+    let stdin = (tool == "snap" && rest.first().map(String::as_str) == Some("run")).then(|| {
+        let mut text = String::new();
+        let _ = std::io::stdin().read_to_string(&mut text);
+        text
+    });
+    let env: serde_json::Map<String, serde_json::Value> = std::env::vars()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    let reply = pgpilot_e2e::toolsock::request(
+        Path::new(socket),
+        &serde_json::json!({
+            "unit": unit, "tool": tool, "args": rest, "stdin": stdin, "env": env,
+        }),
+    );
+    match reply {
+        Ok(reply) => pgpilot_e2e::toolsock::relay(&reply),
+        Err(e) => {
+            eprintln!("error: cannot reach the simulated machine at {socket}: {e}");
             std::process::exit(1);
         }
     }

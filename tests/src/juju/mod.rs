@@ -94,6 +94,9 @@
 //!   (network-get answers the unit's address), action output capture into
 //!   results (the output is in [`ActionRun::output`]).
 
+pub mod checks;
+pub mod driver;
+mod host;
 pub mod server;
 pub mod state;
 pub mod tools;
@@ -218,6 +221,13 @@ pub struct HookRun {
     pub status_changes: Vec<StatusChange>,
     /// `juju-log` lines, `LEVEL message`.
     pub logs: Vec<String>,
+    /// Relation bags whose content the commit changed: (relation id,
+    /// owner: a unit or the application, an application bag?). Juju fires
+    /// `relation-changed` on the other side for each.
+    pub changed_bags: Vec<(u32, String, bool)>,
+    /// How many buffered writes (relation data, secrets, ports) the hook
+    /// made, committed or not.
+    pub writes: usize,
 }
 
 /// One action run.
@@ -408,6 +418,23 @@ impl Model {
         Ok(name)
     }
 
+    /// The unit leaves the model (and every relation); its bags go.
+    pub fn remove_unit(&self, unit: &str) {
+        let mut inner = self.lock();
+        inner.state.units.remove(unit);
+        for rel in inner.state.relations.values_mut() {
+            rel.units.remove(unit);
+            rel.unit_data.remove(unit);
+        }
+    }
+
+    /// What `juju status` shows while a failed hook waits for its retry.
+    pub fn set_hook_error(&self, unit: &str, error: Option<String>) {
+        if let Some(u) = self.lock().state.units.get_mut(unit) {
+            u.hook_error = error;
+        }
+    }
+
     /// Add a relation on `endpoint` to `remote_app` (whose units the test
     /// adds to the relation with [`Model::update`]); every unit joins.
     pub fn add_relation(&self, endpoint: &str, remote_app: &str) -> u32 {
@@ -497,7 +524,16 @@ impl Model {
         hook: &str,
         extras: &[(&str, &str)],
     ) -> anyhow::Result<HookRun> {
-        self.run(unit, "hooks", hook, extras, None)
+        self.run(unit, "hooks", hook, extras, None, None)
+    }
+
+    /// `juju-exec -u UNIT COMMANDS`: `sh -c COMMANDS` in a hook context of
+    /// its own on `unit` (hook tools on PATH, JUJU_CONTEXT_ID and the
+    /// unit's JUJU_* variables; no JUJU_DISPATCH_PATH unless the commands
+    /// set it), committed on exit 0 like a hook. Serialising it with the
+    /// unit's hooks is the caller's job (the driver's unit agent).
+    pub fn run_exec(&self, unit: &str, commands: &str) -> anyhow::Result<HookRun> {
+        self.run(unit, "exec", "juju-exec", &[], None, Some(commands))
     }
 
     /// Run action `name` on `unit` with these parameters (over
@@ -532,7 +568,7 @@ impl Model {
             );
             id
         };
-        let hook = self.run(unit, "actions", name, &[], Some(&id))?;
+        let hook = self.run(unit, "actions", name, &[], Some(&id), None)?;
         let mut inner = self.lock();
         let action = inner
             .state
@@ -567,8 +603,12 @@ impl Model {
         name: &str,
         extras: &[(&str, &str)],
         action_id: Option<&str>,
+        exec: Option<&str>,
     ) -> anyhow::Result<HookRun> {
-        let dispatch_path = format!("{kind}/{name}");
+        let dispatch_path = match exec {
+            Some(_) => name.to_string(),
+            None => format!("{kind}/{name}"),
+        };
         let n = self.counter.fetch_add(1, Ordering::SeqCst);
         let context_id = format!("{unit}-{name}-{n}");
         let extra = |key: &str| {
@@ -616,9 +656,12 @@ impl Model {
         };
 
         let unit_charm = self.unit_charm_dir(unit);
-        let handler = [unit_charm.join("dispatch"), unit_charm.join(&dispatch_path)]
-            .into_iter()
-            .find(|p| p.is_file());
+        let handler = match exec {
+            Some(_) => Some(PathBuf::from("/bin/sh")),
+            None => [unit_charm.join("dispatch"), unit_charm.join(&dispatch_path)]
+                .into_iter()
+                .find(|p| p.is_file()),
+        };
         let outcome = match &handler {
             None => Ok(if kind == "actions" {
                 (1, "action not implemented on unit\n".to_string(), false)
@@ -674,8 +717,13 @@ impl Model {
                     env.retain(|(key, _)| key != k);
                     env.push((k.to_string(), v.to_string()));
                 }
+                let mut args = Vec::new();
+                if let Some(commands) = exec {
+                    env.retain(|(k, _)| k != "JUJU_DISPATCH_PATH" && k != "JUJU_HOOK_NAME");
+                    args = vec!["-c".to_string(), commands.to_string()];
+                }
                 let timeout = *self.hook_timeout.lock().unwrap_or_else(|e| e.into_inner());
-                run_process(program, &unit_charm, &env, timeout)
+                run_process(program, &args, &unit_charm, &env, timeout)
             }
         };
         // Whatever happened, the context ends; its writes commit on exit 0.
@@ -683,12 +731,39 @@ impl Model {
         let (code, output, timed_out) = outcome?;
         let context = context.context("the hook's context vanished")?;
         let committed = code == 0;
+        let mut changed_bags = Vec::new();
         if code == 0 {
             let mut inner = self.lock();
+            let touched: std::collections::BTreeSet<(u32, String, bool)> = context
+                .pending
+                .iter()
+                .filter_map(|op| match op {
+                    state::Op::RelationSet {
+                        relation_id,
+                        owner,
+                        app,
+                        ..
+                    } => Some((*relation_id, owner.clone(), *app)),
+                    _ => None,
+                })
+                .collect();
+            let bag = |st: &ModelState, (id, owner, app): &(u32, String, bool)| {
+                st.relations.get(id).and_then(|r| {
+                    if *app { &r.app_data } else { &r.unit_data }
+                        .get(owner)
+                        .cloned()
+                })
+            };
+            let before: Vec<_> = touched.iter().map(|t| bag(&inner.state, t)).collect();
             for op in &context.pending {
                 state::apply(&mut inner.state, op);
             }
             inner.state.next_secret = inner.state.next_secret.max(context.working.next_secret);
+            for (t, old) in touched.into_iter().zip(before) {
+                if bag(&inner.state, &t) != old {
+                    changed_bags.push(t);
+                }
+            }
         }
         let run = HookRun {
             unit: unit.to_string(),
@@ -700,6 +775,8 @@ impl Model {
             timed_out,
             status_changes: context.status_changes,
             logs: context.logs,
+            changed_bags,
+            writes: context.pending.len(),
         };
         self.record(&run, context.pending.len());
         Ok(run)
@@ -776,12 +853,14 @@ fn model_uuid(dir: &Path) -> String {
 /// killed (the group) after `timeout`. (exit code, output, timed out).
 fn run_process(
     program: &Path,
+    args: &[String],
     cwd: &Path,
     env: &[(String, String)],
     timeout: Duration,
 ) -> anyhow::Result<(i32, String, bool)> {
     let out = tempfile::tempfile()?;
     let mut child = Command::new(program)
+        .args(args)
         .current_dir(cwd)
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))

@@ -51,6 +51,10 @@ pub struct Unit {
     pub workload_version: String,
     /// Storage id (`pgdata/0`) → instance.
     pub storage: BTreeMap<String, Storage>,
+    /// `hook failed: "NAME"` while a failed hook waits for its retry (what
+    /// `juju status` shows as the unit's `error` status).
+    #[serde(default)]
+    pub hook_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -88,6 +88,7 @@ impl Machine {
             root: root.to_path_buf(),
             shared: Arc::clone(&shared),
             server: None,
+            held: Default::default(),
         };
         // From here on, Drop undoes everything.
         machine.server = Some(super::server::Server::start(
@@ -383,7 +384,7 @@ pub(super) fn stop_all(shared: &Shared) {
     });
 }
 
-fn start_enabled(shared: &Shared) -> anyhow::Result<()> {
+pub(super) fn start_enabled(shared: &Shared) -> anyhow::Result<()> {
     let apps: Vec<String> = shared
         .units()
         .iter()

@@ -113,6 +113,7 @@
 //!   rest of the harness does); a normal end or a panic stops everything.
 
 mod change;
+mod cli;
 pub mod config;
 mod exec;
 mod lifecycle;
@@ -134,6 +135,8 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 pub use change::{ChangeError, SetOutcome};
+pub use cli::not_installed;
+pub use server::Reply;
 pub use snapfile::{snapctl_bin, SnapFile};
 pub use state::{Action, ServiceOp};
 
@@ -148,6 +151,8 @@ pub struct Machine {
     pub root: PathBuf,
     shared: Arc<shared::Shared>,
     server: Option<server::Server>,
+    /// `snap refresh --hold`.
+    held: std::sync::atomic::AtomicBool,
 }
 
 impl Machine {
@@ -374,6 +379,18 @@ impl Machine {
         args: &[&str],
         caller_env: &[(&str, &str)],
     ) -> anyhow::Result<Output> {
+        let mut cmd = self.app_command(app, args, caller_env)?;
+        cmd.output()
+            .with_context(|| format!("cannot run {}.{app}", self.snap_name()))
+    }
+
+    /// The command [`Machine::run_app`] runs.
+    fn app_command(
+        &self,
+        app: &str,
+        args: &[&str],
+        caller_env: &[(&str, &str)],
+    ) -> anyhow::Result<Command> {
         let rev = self.shared.current();
         let name = self.app_name(app);
         let app_meta = rev
@@ -389,9 +406,7 @@ impl Machine {
         let mut spec = self.shared.app_spec(&rev, app_meta, &args, &env);
         spec.cwd = PathBuf::from("/");
         spec.session = false;
-        spec.command()
-            .output()
-            .with_context(|| format!("cannot run {}", spec.argv.join(" ")))
+        Ok(spec.command())
     }
 
     /// The fixture's `snapctl ARGS` as one of the snap's apps running as

@@ -174,6 +174,41 @@ impl Unit {
         }
     }
 
+    /// The machine loses power: every process of the unit SIGKILLed at
+    /// once, no restart; the unit stays enabled or not as it was.
+    pub fn power_off(&self) {
+        let mut st = self.lock();
+        if !st.running {
+            return;
+        }
+        self.note("Power lost.");
+        st.stop_requested = true;
+        st.stop_deadline = Some(Instant::now());
+        let seeds: Vec<i32> = st.main_pid.into_iter().collect();
+        let marks = invocation_marks(&st.invocations);
+        let targets = st.tracked.refresh(&seeds, &marks);
+        procs::signal_all(&targets, Signal::SIGKILL);
+        self.cond.notify_all();
+        let until = Instant::now() + Duration::from_secs(10);
+        while st.running && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            st = self
+                .cond
+                .wait_timeout(st, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let handle = if st.running {
+            None
+        } else {
+            st.supervisor.take()
+        };
+        drop(st);
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+
     /// After the test: everything this unit ever started, SIGKILLed.
     pub fn kill_everything(&self) {
         let pids = self.pids();
