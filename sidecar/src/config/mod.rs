@@ -721,6 +721,17 @@ impl Config {
         PathBuf::from(name)
     }
 
+    /// The password file a replica's `primary_conninfo` names (`passfile`),
+    /// beside the data directory: `<data_dir>.pgpilot-pgpass`. Outside the
+    /// data directory so that clones and backups never copy it; named rather
+    /// than written into `primary_conninfo`, which PostgreSQL logs in full
+    /// whenever a reload changes it.
+    pub fn replication_passfile(&self) -> PathBuf {
+        let mut name = self.postgresql.data_dir.as_os_str().to_owned();
+        name.push(".pgpilot-pgpass");
+        PathBuf::from(name)
+    }
+
     /// URL other members and ctl use to reach this member's REST API.
     pub fn api_url(&self) -> String {
         let addr = self

@@ -49,7 +49,8 @@ impl ReloadPlan {
     }
 
     /// A superuser or replication password changed: PostgreSQL's roles
-    /// (on the primary) and primary_conninfo (on replicas) follow.
+    /// (on the primary) and the replication password file (on replicas)
+    /// follow.
     pub fn changes_role_passwords(&self) -> bool {
         self.live
             .iter()

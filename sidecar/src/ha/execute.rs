@@ -337,8 +337,7 @@ impl<D: Dcs> Ha<D> {
 
     /// After a reload changed a role password: give PostgreSQL's roles the
     /// passwords of the configuration in force (idempotent). A failure is
-    /// logged and tried again at the next cycle; the replicas that already
-    /// switched to the new replication password reconnect once it is done.
+    /// logged and tried again at the next cycle.
     pub(super) async fn change_role_passwords(&self) {
         let pg = self.shared.postgres.clone();
         let (config, generation, _) = self.shared.live.superuser_view();
@@ -461,6 +460,11 @@ impl<D: Dcs> Ha<D> {
         } else {
             None
         };
+        if standby && pg.sync_passfile()? {
+            tracing::info!(
+                "replication password file rewritten: the WAL receiver uses the new password when it next connects"
+            );
+        }
         if standby && self.following.is_some() && upstream.is_none() {
             // The leader we stream from just left the store: keep streaming
             // from it until the next leader is known, rather than cut the link.

@@ -9,9 +9,9 @@
 //!
 //! PostgreSQL follows at the HA loop's next cycle, woken at once: the
 //! leader gives the roles their new passwords (`ALTER ROLE`,
-//! [`crate::postgres::probe::ensure_roles`]); a replica's primary_conninfo
-//! carries the new replication password, and PostgreSQL reloads it
-//! (`refresh_conf`). Nothing restarts.
+//! [`crate::postgres::probe::ensure_roles`]); a replica rewrites the
+//! password file its primary_conninfo names (`refresh_conf`), which the
+//! WAL receiver reads when it next connects. Nothing restarts.
 
 use std::sync::Arc;
 

@@ -135,6 +135,19 @@ fn conninfo_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// The replication role's line for the password file `primary_conninfo`
+/// names ([`Config::replication_passfile`]), in libpq's pgpass format
+/// (`host:port:database:user:password`, `:` and `\` escaped).
+pub fn render_pgpass(config: &Config) -> String {
+    let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
+    let repl = &config.postgresql.authentication.replication;
+    format!(
+        "*:*:*:{}:{}\n",
+        escape(&repl.username),
+        escape(&repl.password)
+    )
+}
+
 /// The full postgresql.conf text. `upstream`: Some for a replica that streams.
 pub fn render_postgresql_conf(
     config: &Config,
@@ -170,12 +183,15 @@ pub fn render_postgresql_conf(
     }
     if let Some(up) = upstream {
         let repl = &pg.authentication.replication;
+        // The password is in the passfile: a new one needs no change here
+        // (the WAL receiver reads the file when it connects), and
+        // PostgreSQL never logs it ("parameter primary_conninfo changed to").
         let conninfo = format!(
-            "host={} port={} user={} password={} application_name={} sslmode=prefer connect_timeout=5",
+            "host={} port={} user={} passfile={} application_name={} sslmode=prefer connect_timeout=5",
             conninfo_quote(&up.host),
             up.port,
             conninfo_quote(&repl.username),
-            conninfo_quote(&repl.password),
+            conninfo_quote(&config.replication_passfile().display().to_string()),
             conninfo_quote(&config.cluster.name),
         );
         params.insert("primary_conninfo".into(), ParamValue::Text(conninfo));
@@ -267,6 +283,20 @@ mod tests {
         let text = render_postgresql_conf(&cfg, &Parameters::default(), Some(&up));
         assert!(text.contains("primary_slot_name = 'pg1'"));
         assert!(text.contains("host=''10.0.0.2'' port=5433"), "{text}");
+        // The password stays out of postgresql.conf (and PostgreSQL's log).
+        assert!(!text.contains("secret2"), "{text}");
+        assert!(
+            text.contains("passfile=''/var/lib/pgpilot/pg1.pgpilot-pgpass''"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_passfile_escapes_what_pgpass_reads_as_syntax() {
+        let mut cfg = config();
+        assert_eq!(render_pgpass(&cfg), "*:*:*:replicator:secret2\n");
+        cfg.postgresql.authentication.replication.password = r"a:b\c".into();
+        assert_eq!(render_pgpass(&cfg), "*:*:*:replicator:a\\:b\\\\c\n");
     }
 
     #[test]

@@ -393,6 +393,9 @@ impl Postgres {
             }
         }
         let config = self.config();
+        if upstream.is_some() {
+            self.sync_passfile()?;
+        }
         let text = conf::render_postgresql_conf(&config, parameters, upstream);
         self.run_as
             .write_private(&dir.join("postgresql.conf"), &text)?;
@@ -406,6 +409,21 @@ impl Postgres {
                 .map_err(|e| PgError::Setup(format!("cannot remove standby.signal: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Keep the replication password file `primary_conninfo` names in step
+    /// with the configuration in force; `true` when it was rewritten. The
+    /// WAL receiver reads it at its next connection: a new password takes
+    /// no reload, and an open replication session goes on.
+    pub fn sync_passfile(&self) -> Result<bool, PgError> {
+        let config = self.config();
+        let path = config.replication_passfile();
+        let wanted = conf::render_pgpass(&config);
+        if std::fs::read_to_string(&path).ok().as_deref() == Some(wanted.as_str()) {
+            return Ok(false);
+        }
+        self.run_as.write_private(&path, &wanted)?;
+        Ok(true)
     }
 
     /// Comment out the recovery settings a restore appended to

@@ -87,8 +87,18 @@ impl RunAs {
 
     /// Write a file owned by the PostgreSQL user, readable only by it.
     pub fn write_private(&self, path: &Path, contents: &str) -> Result<(), PgError> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
         let tmp = path.with_extension("pgpilot-tmp");
-        std::fs::write(&tmp, contents)
+        // Created 0600: these files hold passwords, never readable by others
+        // even for a moment.
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(contents.as_bytes()))
             .and_then(|_| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)))
             .map_err(|e| PgError::Setup(format!("cannot write {}: {e}", path.display())))?;
         self.give(&tmp)?;
