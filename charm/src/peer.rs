@@ -40,6 +40,11 @@ pub const UNIT_WORKLOAD_VERSION: &str = "workload-version";
 pub const UNIT_BROKEN_SINCE: &str = "broken-since";
 pub const UNIT_CONFIG_APPLIED: &str = "config-applied";
 pub const UNIT_DEPARTING: &str = "departing";
+/// The member's role and state as its pgpilot reports them (`leader
+/// running`, `replica streaming`, `replica starting`): a change reaches the
+/// leader as relation-changed, so a restart rolls on as soon as a member
+/// is healthy again, not at the next update-status.
+pub const UNIT_MEMBER_STATE: &str = "member-state";
 
 /// The label of the application secret (today's charm's label pattern).
 pub fn app_secret_label(app: &str) -> String {

@@ -283,9 +283,19 @@ impl<'a> Reconciler<'a> {
         // 7. pgpilot.
         let mut desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
         desired.extend(callback_keys(o.host.wake_command.as_deref()));
-        let diff = snap_diff(&o.snap_config, &desired);
+        let mut diff = snap_diff(&o.snap_config, &desired);
         let fingerprint = config_fingerprint(&members, &o.config);
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);
+        if pgpilot_active {
+            // Passwords and callbacks: the snap reloads pgpilot (SIGHUP),
+            // PostgreSQL keeps running, so no rolling restart.
+            let (live, rest): (Vec<_>, Vec<_>) =
+                diff.into_iter().partition(|(k, _)| applied_live(k));
+            if !live.is_empty() {
+                self.plan.push(Step::SnapSet(live));
+            }
+            diff = rest;
+        }
         let pending = o.my_cluster_member().is_some_and(|m| m.pending_restart);
         let need_restart = pgpilot_active && (!diff.is_empty() || pending);
         if o.is_leader {
@@ -303,6 +313,15 @@ impl<'a> Reconciler<'a> {
         } else {
             self.rolling_change(diff, need_restart, &fingerprint)
         };
+
+        if let Some(mine) = o.my_cluster_member() {
+            let role = if mine.is_leader() {
+                "leader"
+            } else {
+                "replica"
+            };
+            self.set_unit(peer::UNIT_MEMBER_STATE, format!("{role} {}", mine.state));
+        }
 
         // 8. Cluster-wide settings and the plugins' extensions (the leader,
         //    on a running cluster).
@@ -668,6 +687,22 @@ pub fn pgpilot_keys(
         ));
     }
     keys
+}
+
+/// `pgpilot.*` keys a running pgpilot takes without a restart (the snap's
+/// configure hook reloads it: docs/snap.md): the users' passwords, the
+/// API's credentials, the callbacks.
+pub fn applied_live(key: &str) -> bool {
+    key.starts_with("pgpilot.postgresql.callbacks.")
+        || matches!(
+            key,
+            "pgpilot.postgresql.authentication.superuser.password"
+                | "pgpilot.postgresql.authentication.replication.password"
+                | "pgpilot.api.username"
+                | "pgpilot.api.password"
+                | "pgpilot.metrics.username"
+                | "pgpilot.metrics.password"
+        )
 }
 
 /// pgpilot's callbacks that wake this unit's charm after a role change, a

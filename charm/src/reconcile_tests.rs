@@ -202,6 +202,14 @@ pub(super) fn settled(units: usize, me: usize) -> Observed {
             (peer::UNIT_ETCD_STARTED, "true".into()),
             (peer::UNIT_WORKLOAD_VERSION, "16.4".into()),
             (peer::UNIT_CONFIG_APPLIED, fingerprint.clone()),
+            (
+                peer::UNIT_MEMBER_STATE,
+                if n == 0 {
+                    "leader running".into()
+                } else {
+                    "replica streaming".into()
+                },
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -578,22 +586,22 @@ fn passwords_and_secrets() {
                 Some(Status::waiting(msg::AWAITING_PASSWORDS)),
             ),
             row(
-                "the leader fills a key the secret lacks (one new revision), then rolls it out",
+                "the leader fills a key the secret lacks (one new revision), applied live",
                 lacking,
                 &["secret-set secret:app", "snap set pgpilot.api.password"],
-                Some(Status::waiting(msg::AWAITING_MEMBER)),
+                None,
             ),
             row(
-                "system-users overrides a generated password (a replica asks for its turn)",
+                "system-users overrides a generated password: applied live, no restart turn",
                 user(settled(3, 1), Ok(mine.clone())),
-                &["unit-data restart-request=true"],
-                Some(Status::active(msg::AWAITING_RESTART_TURN)),
+                &["snap set pgpilot.postgresql.authentication.superuser.password"],
+                None,
             ),
             row(
                 "system-users on a single unit is applied at once",
                 user(settled(1, 0), Ok(mine)),
                 &["snap set pgpilot.postgresql.authentication.superuser.password"],
-                Some(Status::waiting(msg::AWAITING_MEMBER)),
+                None,
             ),
             row(
                 "system-users not granted blocks with the command that fixes it",
@@ -764,7 +772,7 @@ fn configuration() {
             row(
                 "a member that is starting is never restarted",
                 starting,
-                &["unit-data restart-request=true"],
+                &["unit-data member-state=replica creating replica restart-request=true"],
                 Some(Status::waiting(msg::AWAITING_MEMBER)),
             ),
             row(
@@ -1052,6 +1060,7 @@ fn broken_members() {
         o.cluster.as_mut().unwrap()[1].state = "start failed".into();
         if let Some(s) = since {
             set_unit_bag(&mut o, 1, peer::UNIT_BROKEN_SINCE, &s.to_string());
+            set_unit_bag(&mut o, 1, peer::UNIT_MEMBER_STATE, "replica start failed");
         }
         o
     };
@@ -1062,13 +1071,19 @@ fn broken_members() {
     set_unit_bag(&mut recovered, 1, peer::UNIT_BROKEN_SINCE, "1799999000");
     let mut broken_primary = settled(3, 0);
     broken_primary.cluster.as_mut().unwrap()[0].state = "start failed".into();
+    set_unit_bag(
+        &mut broken_primary,
+        0,
+        peer::UNIT_MEMBER_STATE,
+        "leader start failed",
+    );
     check(
         "broken",
         vec![
             row(
                 "a broken member is noted first",
                 broken(None),
-                &["unit-data broken-since=1800000000"],
+                &["unit-data broken-since=1800000000 member-state=replica start failed"],
                 waiting.clone(),
             ),
             row(

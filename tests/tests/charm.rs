@@ -1,12 +1,18 @@
 //! The packed charm (`$PGPILOT_CHARM`) deployed with the packed snap
 //! (`$PGPILOT_SNAP`) on the model simulator (tests/src/juju/driver.rs):
-//! the Must-shows of issue 11.
+//! the Must-shows of issue 11. Each test deploys its own model on its own
+//! loopback addresses (127.0.2.N, 127.0.3.N, ...).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pgpilot_e2e::juju::checks::{self, cluster_shape, etcd_members, DEPLOY};
+use pgpilot_e2e::juju::checks::{
+    self, cluster_shape, etcd_members, operator_password, sql, DEPLOY,
+};
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
+use serde_json::json;
 
+/// Wait until `units` units are active: one `Primary`, the others with no
+/// message; the primary's unit.
 fn active_cluster(d: &Deployment, units: usize) -> anyhow::Result<String> {
     d.wait_for("every unit active, one Primary", DEPLOY, |d| {
         let statuses = d.statuses();
@@ -28,64 +34,462 @@ fn active_cluster(d: &Deployment, units: usize) -> anyhow::Result<String> {
     })
 }
 
-#[test]
-fn deploy_three_units() -> anyhow::Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let d = checks::deployment(&tmp, "127.0.2", DriverOptions::default())?;
-    d.add_units(3)?;
-    let primary = active_cluster(&d, 3)?;
-    let m = d.machine(&primary).expect("machine");
-    let (leader, streaming) = cluster_shape(&m)?;
-    assert!(leader.is_some(), "no leader");
-    assert_eq!(streaming.len(), 2, "streaming: {streaming:?}");
-    let etcd = etcd_members(&m)?;
-    assert_eq!(etcd.len(), 3, "{etcd:?}");
-    assert!(etcd.iter().all(|(_, learner)| !learner), "{etcd:?}");
-    let app = d.model().state().app_status;
-    assert_eq!(app.status, "active", "{app:?}");
-    let _ = Duration::from_secs(1);
+/// pgpilot's view agrees: one leader, `units - 1` streaming; etcd has
+/// `units` voting members.
+fn check_cluster(d: &Deployment, primary: &str, units: usize) -> anyhow::Result<()> {
+    let m = d.machine(primary).expect("the primary's machine");
+    d.wait_for("pgpilot and etcd agree", DEPLOY, |_| {
+        let (leader, streaming) = cluster_shape(&m)?;
+        let member = primary.replace('/', "-");
+        anyhow::ensure!(
+            leader.as_deref() == Some(member.as_str()),
+            "leader {leader:?}"
+        );
+        anyhow::ensure!(streaming.len() == units - 1, "streaming {streaming:?}");
+        let etcd = etcd_members(&m)?;
+        anyhow::ensure!(
+            etcd.len() == units && etcd.iter().all(|(_, learner)| !learner),
+            "etcd members {etcd:?}"
+        );
+        Ok(())
+    })
+}
+
+/// A row written on the primary, read back on every unit.
+fn write_and_read_everywhere(d: &Deployment, primary: &str, tag: &str) -> anyhow::Result<()> {
+    let pw = operator_password(d)?;
+    let m = d.machine(primary).expect("machine");
+    let host = d.address(primary);
+    sql(
+        &m,
+        &host,
+        &pw,
+        "CREATE TABLE IF NOT EXISTS e2e_charm (tag text)",
+    )?;
+    sql(
+        &m,
+        &host,
+        &pw,
+        &format!("INSERT INTO e2e_charm VALUES ('{tag}')"),
+    )?;
+    for unit in d.units() {
+        let host = d.address(&unit);
+        d.wait_for(
+            &format!("{tag} on {unit}"),
+            Duration::from_secs(120),
+            |_| {
+                let n = sql(
+                    &m,
+                    &host,
+                    &pw,
+                    &format!("SELECT count(*) FROM e2e_charm WHERE tag = '{tag}'"),
+                )?;
+                anyhow::ensure!(n == "1", "{n} rows");
+                Ok(())
+            },
+        )?;
+    }
     Ok(())
 }
 
+fn show(d: &Deployment, unit: &str, parameter: &str) -> anyhow::Result<String> {
+    let m = d.machine(unit).expect("machine");
+    sql(
+        &m,
+        &d.address(unit),
+        &operator_password(d)?,
+        &format!("SHOW {parameter}"),
+    )
+}
+
+fn postmaster_start(d: &Deployment, unit: &str) -> anyhow::Result<String> {
+    let m = d.machine(unit).expect("machine");
+    sql(
+        &m,
+        &d.address(unit),
+        &operator_password(d)?,
+        "SELECT pg_postmaster_start_time()",
+    )
+}
+
+/// Deploy 3 units: statuses, pgpilot and etcd agree, idempotent hooks,
+/// one secret after two leader-elected, config changes (applied
+/// everywhere; a restart rolls replicas first; an invalid value blocks and
+/// clears), the disable switch.
 #[test]
-#[ignore]
-fn debug_one_unit() -> anyhow::Result<()> {
+fn deploy_three_units_configure_and_operate() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = checks::deployment(&tmp, "127.0.2", DriverOptions::default())?;
+    let started = Instant::now();
+    d.add_units(3)?;
+    let primary = active_cluster(&d, 3)?;
+    eprintln!(
+        "deployed 3 units in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    check_cluster(&d, &primary, 3)?;
+    assert_eq!(d.model().state().app_status.status, "active");
+    write_and_read_everywhere(&d, &primary, "deployed")?;
+    d.settle(DEPLOY)?;
+
+    // Idempotent: a second update-status / config-changed changes nothing.
+    for unit in d.units() {
+        let m = d.machine(&unit).expect("machine");
+        for hook in ["update-status", "config-changed"] {
+            let first = d.run_hook_now(&unit, hook, &[])?;
+            assert_eq!(first.code, 0, "{unit} {hook}: {}", first.output);
+            let (config, pid, snap_hooks) = (m.config(), m.main_pid("pgpilot"), m.hooks_log());
+            let second = d.run_hook_now(&unit, hook, &[])?;
+            assert_eq!(second.code, 0, "{unit} {hook}: {}", second.output);
+            assert_eq!(second.writes, 0, "{unit} {hook} wrote again: {second:?}");
+            assert!(
+                second.status_changes.is_empty(),
+                "{unit} {hook} set a status again: {:?}",
+                second.status_changes
+            );
+            assert_eq!(m.config(), config, "{unit} {hook}: snap config changed");
+            assert_eq!(
+                m.main_pid("pgpilot"),
+                pid,
+                "{unit} {hook}: pgpilot restarted"
+            );
+            assert_eq!(m.hooks_log(), snap_hooks, "{unit} {hook}: a snap hook ran");
+        }
+    }
+
+    // Two leader-elected: one application secret, no new revision.
+    let leader = d.leader().expect("a leader");
+    let secrets = |d: &Deployment| {
+        d.model()
+            .state()
+            .secrets
+            .values()
+            .filter(|s| s.label.as_deref() == Some("database-peers.postgresql.app"))
+            .map(|s| (s.id.clone(), s.latest()))
+            .collect::<Vec<_>>()
+    };
+    let before = secrets(&d);
+    assert_eq!(before.len(), 1, "{before:?}");
+    for _ in 0..2 {
+        let run = d.run_hook_now(&leader, "leader-elected", &[])?;
+        assert_eq!(run.code, 0, "{}", run.output);
+    }
+    assert_eq!(
+        secrets(&d),
+        before,
+        "leader-elected added a secret or revision"
+    );
+
+    // A valid change reaches PostgreSQL on every unit.
+    d.config(json!({"memory_work_mem": 8192}))?;
+    for unit in d.units() {
+        d.wait_for(&format!("work_mem on {unit}"), DEPLOY, |d| {
+            let v = show(d, &unit, "work_mem")?;
+            anyhow::ensure!(v == "8MB", "work_mem {v}");
+            Ok(())
+        })?;
+    }
+
+    // One that needs a restart: members one at a time, replicas first.
+    let starts_before: Vec<(String, String)> = d
+        .units()
+        .into_iter()
+        .map(|u| Ok((u.clone(), postmaster_start(&d, &u)?)))
+        .collect::<anyhow::Result<_>>()?;
+    d.config(json!({"memory_max_prepared_transactions": 10}))?;
+    for unit in d.units() {
+        d.wait_for(
+            &format!("max_prepared_transactions on {unit}"),
+            DEPLOY,
+            |d| {
+                let v = show(d, &unit, "max_prepared_transactions")?;
+                anyhow::ensure!(v == "10", "max_prepared_transactions {v}");
+                Ok(())
+            },
+        )?;
+    }
+    let new_primary = active_cluster(&d, 3)?;
+    let mut restarts: Vec<(String, String)> = Vec::new();
+    for (unit, before) in &starts_before {
+        let after = postmaster_start(&d, unit)?;
+        assert_ne!(&after, before, "{unit} was not restarted");
+        restarts.push((after, unit.clone()));
+    }
+    restarts.sort();
+    assert_eq!(
+        restarts.last().map(|(_, u)| u.as_str()),
+        Some(primary.as_str()),
+        "the primary restarts last: {restarts:?}"
+    );
+    write_and_read_everywhere(&d, &new_primary, "after-restart")?;
+
+    // An invalid value blocks, names the option, changes nothing; fixed, it clears.
+    let configs: Vec<_> = d
+        .units()
+        .iter()
+        .map(|u| d.machine(u).expect("machine").config())
+        .collect();
+    d.config(json!({"memory_shared_buffers": 900_000_000}))?;
+    d.settle(DEPLOY)?;
+    for (unit, (status, message)) in d.statuses() {
+        assert_eq!(status, "blocked", "{unit}: {message}");
+        assert!(
+            message.contains("memory_shared_buffers"),
+            "{unit}: {message}"
+        );
+    }
+    let after: Vec<_> = d
+        .units()
+        .iter()
+        .map(|u| d.machine(u).expect("machine").config())
+        .collect();
+    assert_eq!(
+        after, configs,
+        "an invalid value changed a snap's configuration"
+    );
+    d.config(json!({"memory_shared_buffers": null}))?;
+    active_cluster(&d, 3)?;
+
+    // The disable switch: blocked "Disabled", nothing touched.
+    let unit = d.units()[0].clone();
+    let m = d.machine(&unit).expect("machine");
+    let disable = d.model().unit_charm_dir(&unit).join("disable");
+    std::fs::write(&disable, "")?;
+    let (config, pid, snap_hooks) = (m.config(), m.main_pid("pgpilot"), m.hooks_log());
+    let host_log = std::fs::read_to_string(d.dir().join("host.log"))?;
+    let host_lines = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains(&format!(" {unit}: ")))
+            .count()
+    };
+    for hook in ["update-status", "config-changed", "leader-settings-changed"] {
+        let run = d.run_hook_now(&unit, hook, &[])?;
+        assert_eq!(run.code, 0, "{hook}: {}", run.output);
+        let (status, message) = d.statuses()[&unit].clone();
+        assert_eq!((status.as_str(), message.as_str()), ("blocked", "Disabled"));
+    }
+    assert_eq!(m.config(), config);
+    assert_eq!(m.main_pid("pgpilot"), pid);
+    assert_eq!(m.hooks_log(), snap_hooks);
+    let now = std::fs::read_to_string(d.dir().join("host.log"))?;
+    assert_eq!(
+        host_lines(&now),
+        host_lines(&host_log),
+        "a disabled unit ran snap"
+    );
+    std::fs::remove_file(&disable)?;
+    d.fire(&unit, "update-status", &[])?;
+    active_cluster(&d, 3)?;
+    Ok(())
+}
+
+/// Take the primary's machine down: a new primary, the survivors' statuses
+/// follow through pgpilot's callback (update-status is every 5 minutes
+/// here); the machine back: a replica again with no operator action.
+#[test]
+fn primary_machine_loss_and_return() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = checks::deployment(&tmp, "127.0.4", DriverOptions::default())?;
+    d.add_units(3)?;
+    let primary = active_cluster(&d, 3)?;
+    check_cluster(&d, &primary, 3)?;
+    d.settle(DEPLOY)?;
+
+    let lost = Instant::now();
+    d.power_off(&primary)?;
+    let survivors: Vec<String> = d.units().into_iter().filter(|u| *u != primary).collect();
+    let new_primary = d.wait_for("a survivor shows Primary", Duration::from_secs(120), |d| {
+        let statuses = d.statuses();
+        survivors
+            .iter()
+            .find(|u| statuses[*u] == ("active".to_string(), "Primary".to_string()))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("statuses {statuses:?}"))
+    })?;
+    let shown = lost.elapsed();
+    eprintln!(
+        "primary machine lost: {new_primary} shows Primary after {:.1} s",
+        shown.as_secs_f64()
+    );
+    // The status came from pgpilot's callback (juju-exec), not update-status.
+    let log = d.model().hooks_log();
+    let setter = who_set(&log, &new_primary, "active \"Primary\"");
+    assert!(
+        setter.as_deref().is_some_and(|h| h.contains("juju-exec")),
+        "{new_primary} was set Primary by {setter:?}, not by the callback\n{}",
+        d.log_tail(40)
+    );
+    write_and_read_survivors(&d, &new_primary, &survivors)?;
+
+    d.power_on(&primary)?;
+    let back = active_cluster(&d, 3)?;
+    assert_eq!(back, new_primary, "the old primary came back as primary");
+    check_cluster(&d, &new_primary, 3)?;
+    write_and_read_everywhere(&d, &new_primary, "after-return")?;
+    Ok(())
+}
+
+/// The header of the last hook-log entry that set `unit`'s status to
+/// `to` (e.g. `active "Primary"`).
+fn who_set(log: &str, unit: &str, to: &str) -> Option<String> {
+    let mut header = None;
+    let mut found = None;
+    let wanted = format!("  status {unit}: ");
+    for line in log.lines() {
+        if line.starts_with("=== ") {
+            header = Some(line.to_string());
+        } else if line.starts_with(&wanted) && line.ends_with(&format!("-> {to}")) {
+            found = header.clone();
+        }
+    }
+    found
+}
+
+fn write_and_read_survivors(
+    d: &Deployment,
+    primary: &str,
+    survivors: &[String],
+) -> anyhow::Result<()> {
+    let pw = operator_password(d)?;
+    let m = d.machine(primary).expect("machine");
+    let host = d.address(primary);
+    sql(
+        &m,
+        &host,
+        &pw,
+        "CREATE TABLE IF NOT EXISTS e2e_charm (tag text)",
+    )?;
+    sql(&m, &host, &pw, "INSERT INTO e2e_charm VALUES ('failover')")?;
+    for unit in survivors {
+        let h = d.address(unit);
+        d.wait_for(
+            &format!("failover row on {unit}"),
+            Duration::from_secs(120),
+            |_| {
+                let n = sql(
+                    &m,
+                    &h,
+                    &pw,
+                    "SELECT count(*) FROM e2e_charm WHERE tag = 'failover'",
+                )?;
+                anyhow::ensure!(n == "1", "{n}");
+                Ok(())
+            },
+        )?;
+    }
+    Ok(())
+}
+
+/// Deploy 1, add 2; remove a replica's unit; remove the leader's unit; the
+/// new leader admits a new unit.
+#[test]
+fn scale_up_and_down() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = checks::deployment(&tmp, "127.0.3", DriverOptions::default())?;
+    d.add_units(1)?;
+    let primary = active_cluster(&d, 1)?;
+    d.add_units(2)?;
+    let primary = {
+        let p = active_cluster(&d, 3)?;
+        assert_eq!(p, primary, "adding units moved the primary");
+        p
+    };
+    check_cluster(&d, &primary, 3)?;
+    write_and_read_everywhere(&d, &primary, "scaled-up")?;
+
+    // Remove a replica's unit.
+    let replica = d
+        .units()
+        .into_iter()
+        .find(|u| *u != primary && Some(u.clone()) != d.leader())
+        .or_else(|| d.units().into_iter().find(|u| *u != primary))
+        .expect("a replica");
+    d.remove_unit(&replica)?;
+    d.wait_gone(&replica, DEPLOY)?;
+    let primary = active_cluster(&d, 2)?;
+    let m = d.machine(&primary).expect("machine");
+    d.wait_for("etcd without the removed unit", DEPLOY, |_| {
+        let etcd = etcd_members(&m)?;
+        let gone = replica.replace('/', "-");
+        anyhow::ensure!(
+            etcd.len() == 2 && etcd.iter().all(|(n, l)| *n != gone && !l),
+            "etcd {etcd:?}"
+        );
+        Ok(())
+    })?;
+    write_and_read_everywhere(&d, &primary, "after-replica-removal")?;
+
+    // Remove the leader's unit.
+    let leader = d.leader().expect("a leader");
+    d.remove_unit(&leader)?;
+    d.wait_gone(&leader, DEPLOY)?;
+    let primary = active_cluster(&d, 1)?;
+    let new_leader = d.leader().expect("leadership moved");
+    assert_ne!(new_leader, leader);
+    write_and_read_everywhere(&d, &primary, "after-leader-removal")?;
+    let m = d.machine(&primary).expect("machine");
+    let etcd = etcd_members(&m)?;
+    assert_eq!(etcd.len(), 1, "etcd {etcd:?}");
+
+    // The new leader coordinates: a new unit is admitted.
+    d.add_units(1)?;
+    let primary = active_cluster(&d, 2)?;
+    check_cluster(&d, &primary, 2)?;
+    let app = d.model().state().app_status;
+    assert!(
+        app.message.contains("cannot fail over"),
+        "two units say they cannot fail over: {app:?}"
+    );
+    Ok(())
+}
+
+/// A hook that fails after writing relation data commits none of it; Juju
+/// retries it and, healed, it commits.
+#[test]
+fn a_failed_hook_commits_nothing_and_is_retried() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
     let d = checks::deployment(
         &tmp,
-        "127.0.7",
+        "127.0.5",
         DriverOptions {
-            update_status_interval: None,
+            first_retry_delay: Duration::from_secs(2),
             ..DriverOptions::default()
         },
     )?;
+    // The unit writes its address and member name to its bag, then the
+    // first `snap set` fails.
+    d.fail_snap("postgresql/0", Some("set"));
     d.add_units(1)?;
-    d.settle(DEPLOY)?;
-    let u = "postgresql/0";
-    let m = d.machine(u).expect("machine");
-    let s = |a: &[&str]| a.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-    for args in [
-        s(&["get", "-d", "charmed-postgresql"]),
-        s(&["services", "charmed-postgresql"]),
-        s(&["list", "charmed-postgresql"]),
-    ] {
-        let r = m.cli(&args, None, &[]);
-        eprintln!("--- snap {args:?}: {r:?}");
-    }
-    for _ in 0..2 {
-        let run = d.model().run_hook(u, "update-status", &[])?;
-        eprintln!(
-            "--- update-status: {} {:?} {:?}",
-            run.code, run.output, run.logs
-        );
-    }
-    eprintln!("statuses: {:?}", d.statuses());
-    eprintln!("patronictl: {:?}", checks::members(&m));
-    eprintln!("--- pgpilot journal\n{}", m.journal("pgpilot"));
-    eprintln!("{}", d.log_tail(200));
-    eprintln!(
-        "--- host.log\n{}",
-        std::fs::read_to_string(d.dir().join("host.log")).unwrap_or_default()
+    let unit = "postgresql/0";
+    d.wait_for("the hook fails", DEPLOY, |d| {
+        let statuses = d.statuses();
+        anyhow::ensure!(statuses[unit].0 == "error", "{statuses:?}");
+        Ok(())
+    })?;
+    let log = d.model().hooks_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(unit) && l.contains("buffered writes discarded")),
+        "no failed hook with discarded writes:\n{log}"
+    );
+    let state = d.model().state();
+    let rid = d
+        .model()
+        .relation_id("database-peers")
+        .expect("peer relation");
+    let bag = &state.relations[&rid].unit_data[unit];
+    assert!(
+        !bag.contains_key("ip") && !bag.contains_key("member"),
+        "a failed hook committed relation data: {bag:?}"
+    );
+    d.fail_snap(unit, None);
+    active_cluster(&d, 1)?;
+    let state = d.model().state();
+    let bag = &state.relations[&rid].unit_data[unit];
+    assert_eq!(
+        bag.get("ip").map(String::as_str),
+        Some("127.0.5.1"),
+        "{bag:?}"
     );
     Ok(())
 }

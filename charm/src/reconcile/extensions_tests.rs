@@ -237,7 +237,7 @@ fn the_leader_makes_the_databases_agree() {
             row(
                 "without a healthy primary nothing is created",
                 primary_down,
-                &[],
+                &["unit-data member-state=leader crashed"],
                 Some(Status::waiting(
                     "member crashed: reinitialised if it stays so for 10 minutes",
                 )),

@@ -217,6 +217,10 @@ fn install(shared: &Arc<Shared>, unit: &str, args: &[String]) -> Reply {
         };
     }
     let root = shared.dir.join("machines").join(unit.replace('/', "-"));
+    // A failed install leaves nothing behind on a real machine.
+    if root.exists() {
+        let _ = std::fs::remove_dir_all(&root);
+    }
     match Machine::install(&file, unit, &root) {
         Ok(machine) => {
             let out = format!("{} {} installed\n", machine.snap_name(), machine.version());
