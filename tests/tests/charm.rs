@@ -11,6 +11,16 @@ use pgpilot_e2e::juju::checks::{
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
 use serde_json::json;
 
+/// update-status every minute (`juju model-config
+/// update-status-hook-interval=1m`): a parameter that needs a restart is
+/// flagged by pgpilot after the reload, and rolls at the next hook.
+fn every_minute() -> DriverOptions {
+    DriverOptions {
+        update_status_interval: Some(Duration::from_secs(60)),
+        ..DriverOptions::default()
+    }
+}
+
 /// Wait until `units` units are active: one `Primary`, the others with no
 /// message; the primary's unit.
 fn active_cluster(d: &Deployment, units: usize) -> anyhow::Result<String> {
@@ -92,6 +102,23 @@ fn write_and_read_everywhere(d: &Deployment, primary: &str, tag: &str) -> anyhow
     Ok(())
 }
 
+/// Every unit's PostgreSQL accepts `new` for `operator` and refuses `old`.
+fn accepts_password(d: &Deployment, new: &str, old: &str) -> anyhow::Result<()> {
+    for unit in d.units() {
+        let m = d.machine(&unit).expect("machine");
+        let host = d.address(&unit);
+        d.wait_for(&format!("the new password on {unit}"), DEPLOY, |_| {
+            sql(&m, &host, new, "SELECT 1")?;
+            anyhow::ensure!(
+                sql(&m, &host, old, "SELECT 1").is_err(),
+                "the old password still works"
+            );
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
 fn show(d: &Deployment, unit: &str, parameter: &str) -> anyhow::Result<String> {
     let m = d.machine(unit).expect("machine");
     sql(
@@ -119,7 +146,7 @@ fn postmaster_start(d: &Deployment, unit: &str) -> anyhow::Result<String> {
 #[test]
 fn deploy_three_units_configure_and_operate() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let d = checks::deployment(&tmp, "127.0.2", DriverOptions::default())?;
+    let d = checks::deployment(&tmp, "127.0.2", every_minute())?;
     let started = Instant::now();
     d.add_units(3)?;
     let primary = active_cluster(&d, 3)?;
@@ -179,6 +206,36 @@ fn deploy_three_units_configure_and_operate() -> anyhow::Result<()> {
         before,
         "leader-elected added a secret or revision"
     );
+
+    // system-users: the password PostgreSQL accepts changes, PostgreSQL
+    // does not restart; a new revision of the secret is followed too.
+    let starts: Vec<String> = d
+        .units()
+        .iter()
+        .map(|u| postmaster_start(&d, u))
+        .collect::<anyhow::Result<_>>()?;
+    let old_pw = operator_password(&d)?;
+    let uri = d.add_user_secret(&[("operator", "e2e-operator-pw-1")])?;
+    d.config(json!({"system-users": uri}))?;
+    accepts_password(&d, "e2e-operator-pw-1", &old_pw)?;
+    d.update_user_secret(&uri, &[("operator", "e2e-operator-pw-2")])?;
+    accepts_password(&d, "e2e-operator-pw-2", "e2e-operator-pw-1")?;
+    let after: Vec<String> = d
+        .units()
+        .iter()
+        .map(|u| {
+            let m = d.machine(u).expect("machine");
+            sql(
+                &m,
+                &d.address(u),
+                "e2e-operator-pw-2",
+                "SELECT pg_postmaster_start_time()",
+            )
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(after, starts, "a password change restarted PostgreSQL");
+    d.config(json!({"system-users": null}))?;
+    accepts_password(&d, &old_pw, "e2e-operator-pw-2")?;
 
     // A valid change reaches PostgreSQL on every unit.
     d.config(json!({"memory_work_mem": 8192}))?;
@@ -385,7 +442,7 @@ fn write_and_read_survivors(
 #[test]
 fn scale_up_and_down() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let d = checks::deployment(&tmp, "127.0.3", DriverOptions::default())?;
+    let d = checks::deployment(&tmp, "127.0.3", every_minute())?;
     d.add_units(1)?;
     let primary = active_cluster(&d, 1)?;
     d.add_units(2)?;

@@ -228,6 +228,10 @@ pub struct HookRun {
     /// How many buffered writes (relation data, secrets, ports) the hook
     /// made, committed or not.
     pub writes: usize,
+    /// CPU time (user + system) of the hook's process and the hook tools
+    /// it ran; not what those tools asked the test process to do.
+    pub cpu: Duration,
+    pub wall: Duration,
 }
 
 /// One action run.
@@ -253,6 +257,8 @@ pub struct Model {
     hook_timeout: Mutex<Duration>,
     counter: AtomicU64,
     log: Mutex<()>,
+    /// Hooks, actions and juju-exec runs so far, and their CPU time.
+    totals: Mutex<(usize, Duration)>,
     _server: server::Server,
 }
 
@@ -306,6 +312,7 @@ impl Model {
             hook_timeout: Mutex::new(Duration::from_secs(300)),
             counter: AtomicU64::new(0),
             log: Mutex::new(()),
+            totals: Mutex::new((0, Duration::ZERO)),
             _server: server,
         })
     }
@@ -664,9 +671,9 @@ impl Model {
         };
         let outcome = match &handler {
             None => Ok(if kind == "actions" {
-                (1, "action not implemented on unit\n".to_string(), false)
+                ProcessEnd::nothing(1, "action not implemented on unit\n")
             } else {
-                (0, String::new(), false)
+                ProcessEnd::nothing(0, "")
             }),
             Some(program) => {
                 let bin = self.unit_bin_dir(unit);
@@ -728,7 +735,13 @@ impl Model {
         };
         // Whatever happened, the context ends; its writes commit on exit 0.
         let context = self.lock().contexts.remove(&context_id);
-        let (code, output, timed_out) = outcome?;
+        let ProcessEnd {
+            code,
+            output,
+            timed_out,
+            cpu,
+            wall,
+        } = outcome?;
         let context = context.context("the hook's context vanished")?;
         let committed = code == 0;
         let mut changed_bags = Vec::new();
@@ -777,14 +790,27 @@ impl Model {
             logs: context.logs,
             changed_bags,
             writes: context.pending.len(),
+            cpu,
+            wall,
         };
         self.record(&run, context.pending.len());
         Ok(run)
     }
 
+    /// How many hooks (actions, juju-exec runs) ran so far, and their CPU
+    /// time ([`HookRun::cpu`]).
+    pub fn hook_totals(&self) -> (usize, Duration) {
+        *self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Append the run to hooks.log, rewrite state.json.
     fn record(&self, run: &HookRun, writes: usize) {
         let _guard = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if !run.skipped {
+            let mut t = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+            t.0 += 1;
+            t.1 += run.cpu;
+        }
         let mut entry = format!(
             "=== {} {} exit {}{}: {}\n",
             run.unit,
@@ -857,9 +883,9 @@ fn run_process(
     cwd: &Path,
     env: &[(String, String)],
     timeout: Duration,
-) -> anyhow::Result<(i32, String, bool)> {
+) -> anyhow::Result<ProcessEnd> {
     let out = tempfile::tempfile()?;
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .current_dir(cwd)
         .env_clear()
@@ -873,10 +899,17 @@ fn run_process(
     let pgid = child.id() as i32;
     let started = Instant::now();
     let mut timed_out = false;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    // wait4 rather than try_wait: the hook's CPU time (it and the children
+    // it waited for: the hook tools) comes with its exit status.
+    let (raw, usage) = loop {
+        let mut raw = 0;
+        // SAFETY: plain system call on our own child; rusage is plain data.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pgid, &mut raw, libc::WNOHANG, &mut usage) };
+        if r == pgid {
+            break (raw, usage);
         }
+        anyhow::ensure!(r == 0, "wait4: {}", std::io::Error::last_os_error());
         if started.elapsed() > timeout && !timed_out {
             timed_out = true;
             let _ = nix::sys::signal::killpg(
@@ -886,16 +919,49 @@ fn run_process(
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    drop(child);
     use std::os::unix::process::ExitStatusExt as _;
+    let status = std::process::ExitStatus::from_raw(raw);
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    let cpu = tv(usage.ru_utime) + tv(usage.ru_stime);
     let mut text = Vec::new();
     let mut file = out;
     use std::io::{Read as _, Seek as _};
     file.seek(std::io::SeekFrom::Start(0))?;
     file.read_to_end(&mut text)?;
-    Ok((code, String::from_utf8_lossy(&text).into_owned(), timed_out))
+    Ok(ProcessEnd {
+        code,
+        output: String::from_utf8_lossy(&text).into_owned(),
+        timed_out,
+        cpu,
+        wall: started.elapsed(),
+    })
+}
+
+impl ProcessEnd {
+    /// No process ran.
+    fn nothing(code: i32, output: &str) -> ProcessEnd {
+        ProcessEnd {
+            code,
+            output: output.to_string(),
+            timed_out: false,
+            cpu: Duration::ZERO,
+            wall: Duration::ZERO,
+        }
+    }
+}
+
+/// How a hook's process ended.
+struct ProcessEnd {
+    code: i32,
+    output: String,
+    timed_out: bool,
+    /// User + system CPU of the process and the children it waited for.
+    cpu: Duration,
+    wall: Duration,
 }
 
 #[cfg(test)]
