@@ -67,6 +67,20 @@ impl Drop for SocketServer {
     }
 }
 
+/// The server's side: write the answer line `{"stdout", "stderr",
+/// "exit-code"}` that [`relay`] prints.
+pub fn answer(stream: &UnixStream, stdout: &str, stderr: &str, code: i32) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = serde_json::to_vec(&serde_json::json!({
+        "stdout": stdout,
+        "stderr": stderr,
+        "exit-code": code,
+    }))?;
+    out.push(b'\n');
+    let mut stream = stream;
+    stream.write_all(&out)
+}
+
 /// The stand-in tool's side: send one JSON line, read one JSON line back.
 pub fn request(path: &Path, body: &serde_json::Value) -> std::io::Result<serde_json::Value> {
     use std::io::{BufRead, BufReader, Write};

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::driver::{Job, ReplySlot, Shared};
 use super::Model;
@@ -99,13 +99,7 @@ fn serve_one(shared: &Arc<Shared>, stream: UnixStream) -> anyhow::Result<()> {
         },
     };
     log(shared, &unit, tool, &args, &reply);
-    let mut out = serde_json::to_vec(&json!({
-        "stdout": reply.stdout,
-        "stderr": reply.stderr,
-        "exit-code": reply.code,
-    }))?;
-    out.push(b'\n');
-    (&stream).write_all(&out)?;
+    crate::toolsock::answer(&stream, &reply.stdout, &reply.stderr, reply.code)?;
     Ok(())
 }
 

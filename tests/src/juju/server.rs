@@ -3,12 +3,12 @@
 //! `{"context": "...", "tool": "...", "args": [...], "stdin": ...}` and gets
 //! back one JSON line `{"stdout": "...", "stderr": "...", "exit-code": N}`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::tools::{self, Inner};
 use crate::toolsock::SocketServer;
@@ -50,12 +50,6 @@ fn serve_one(inner: &Mutex<Inner>, stream: UnixStream) -> anyhow::Result<()> {
             request["stdin"].as_str(),
         )
     };
-    let mut out = serde_json::to_vec(&json!({
-        "stdout": reply.stdout,
-        "stderr": reply.stderr,
-        "exit-code": reply.code,
-    }))?;
-    out.push(b'\n');
-    (&stream).write_all(&out)?;
+    crate::toolsock::answer(&stream, &reply.stdout, &reply.stderr, reply.code)?;
     Ok(())
 }

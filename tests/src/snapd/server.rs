@@ -8,14 +8,14 @@
 //! `unset`, `services`, `start`, `stop`, `restart`; errors read
 //! `error: snapctl: ...` with exit code 1.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::config::{self, ValueMode};
 use super::shared::Shared;
@@ -75,13 +75,7 @@ fn serve_one(shared: &Shared, stream: UnixStream) -> anyhow::Result<()> {
         })
         .unwrap_or_default();
     let reply = run(shared, &cookie, &args, uid);
-    let mut out = serde_json::to_vec(&json!({
-        "stdout": reply.stdout,
-        "stderr": reply.stderr,
-        "exit-code": reply.code,
-    }))?;
-    out.push(b'\n');
-    (&stream).write_all(&out)?;
+    crate::toolsock::answer(&stream, &reply.stdout, &reply.stderr, reply.code)?;
     Ok(())
 }
 

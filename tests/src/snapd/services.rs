@@ -152,26 +152,12 @@ impl Unit {
             self.note("State 'stop-sigterm' timed out. Killing.");
             let targets = self.kill_targets(&mut st);
             procs::signal_all(&targets, Signal::SIGKILL);
-            let until = Instant::now() + Duration::from_secs(10);
-            while st.running && Instant::now() < until {
-                let left = until.saturating_duration_since(Instant::now());
-                st = self
-                    .cond
-                    .wait_timeout(st, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            st = self.wait_ended(st, Instant::now() + Duration::from_secs(10));
         }
-        let handle = if st.running {
-            None
-        } else {
+        if !st.running {
             self.note(&format!("Stopped {}.", self.unit_name));
-            st.supervisor.take()
-        };
-        drop(st);
-        if let Some(handle) = handle {
-            let _ = handle.join();
         }
+        self.join_supervisor(st);
     }
 
     /// The machine loses power: every process of the unit SIGKILLed at
@@ -189,7 +175,16 @@ impl Unit {
         let targets = st.tracked.refresh(&seeds, &marks);
         procs::signal_all(&targets, Signal::SIGKILL);
         self.cond.notify_all();
-        let until = Instant::now() + Duration::from_secs(10);
+        let st = self.wait_ended(st, Instant::now() + Duration::from_secs(10));
+        self.join_supervisor(st);
+    }
+
+    /// Wait (at most until `until`) for the supervisor to see the end.
+    fn wait_ended<'a>(
+        &self,
+        mut st: MutexGuard<'a, UnitState>,
+        until: Instant,
+    ) -> MutexGuard<'a, UnitState> {
         while st.running && Instant::now() < until {
             let left = until.saturating_duration_since(Instant::now());
             st = self
@@ -198,6 +193,11 @@ impl Unit {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        st
+    }
+
+    /// Once the unit has ended, wait for its supervisor thread.
+    fn join_supervisor(&self, mut st: MutexGuard<'_, UnitState>) {
         let handle = if st.running {
             None
         } else {
