@@ -374,7 +374,7 @@ fn primary_machine_loss_and_return() -> anyhow::Result<()> {
                 .cloned()
                 .ok_or_else(|| anyhow::anyhow!("statuses {statuses:?}"))
         })
-        .map_err(|e| {
+        .inspect_err(|_| {
             for u in &survivors {
                 let m = d.machine(u).expect("machine");
                 eprintln!(
@@ -383,7 +383,6 @@ fn primary_machine_loss_and_return() -> anyhow::Result<()> {
                     tail(&m.journal("pgpilot"), 40)
                 );
             }
-            e
         })?;
     let shown = lost.elapsed();
     eprintln!(
