@@ -237,14 +237,21 @@ pub fn observe(
     if o.snap.is_some() {
         o.etcd = observe_etcd(&o, snap);
         if o.service_active(SERVICE_PGPILOT) {
-            o.cluster = snap
-                .run_app(
+            // pgpilot's etcd client can fail a read while one of several
+            // endpoints is down (its machine lost); a second try goes to
+            // another. Without it a healthy member would read as starting.
+            o.cluster = (0..3).find_map(|attempt| {
+                if attempt > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(300));
+                }
+                snap.run_app(
                     "patronictl",
                     &["list".to_string(), "-f".into(), "json".into()],
                     WORKLOAD_TIMEOUT,
                 )
                 .ok()
-                .and_then(|out| cluster::parse_list(&out).ok());
+                .and_then(|out| cluster::parse_list(&out).ok())
+            });
             if o.is_leader {
                 o.dynamic_config = snap
                     .run_app(
