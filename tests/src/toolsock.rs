@@ -67,6 +67,26 @@ impl Drop for SocketServer {
     }
 }
 
+/// The server's side: the request line as JSON.
+pub fn read_request(stream: &UnixStream) -> anyhow::Result<serde_json::Value> {
+    use std::io::{BufRead, BufReader};
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(serde_json::from_str(&line)?)
+}
+
+/// The strings of a JSON array (`args`), nothing for anything else.
+pub fn strings(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The server's side: write the answer line `{"stdout", "stderr",
 /// "exit-code"}` that [`relay`] prints.
 pub fn answer(stream: &UnixStream, stdout: &str, stderr: &str, code: i32) -> std::io::Result<()> {

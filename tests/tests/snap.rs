@@ -7,12 +7,12 @@
 //! with the install defaults backs itself up.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use pgpilot_e2e::snapd::checks::{members, open_tempdir, text, wait_cluster};
 use pgpilot_e2e::snapd::{ChangeError, Machine, SnapFile};
 use serde_json::Value;
 
@@ -22,62 +22,8 @@ const REPL_PASSWORD: &str = "pw-replication-1";
 /// Cluster formation on a loaded 2-core machine: generous.
 const FORM: Duration = Duration::from_secs(240);
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A directory every user can enter (the daemons run as `_daemon_`).
-fn open_tempdir() -> anyhow::Result<tempfile::TempDir> {
-    let tmp = tempfile::tempdir()?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
-    Ok(tmp)
-}
-
 fn ip(n: usize) -> String {
     format!("127.0.0.{}", 10 + n)
-}
-
-/// `charmed-postgresql.patronictl list --format json`.
-fn members(m: &Machine) -> anyhow::Result<Vec<Value>> {
-    let out = m.run_app("patronictl", &["list", "--format", "json"], &[])?;
-    anyhow::ensure!(out.status.success(), "patronictl list: {}", text(&out));
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// The leader's name once one leader runs and `replicas` members stream.
-fn wait_cluster(m: &Machine, replicas: usize, timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        if let Ok(list) = members(m) {
-            let role = |v: &Value| v["Role"].as_str().unwrap_or("").to_lowercase();
-            let state = |v: &Value| v["State"].as_str().unwrap_or("").to_lowercase();
-            let leaders: Vec<&Value> = list
-                .iter()
-                .filter(|v| role(v) == "leader" && state(v) == "running")
-                .collect();
-            let streaming = list
-                .iter()
-                .filter(|v| role(v) != "leader" && state(v) == "streaming")
-                .count();
-            if leaders.len() == 1 && streaming == replicas && list.len() == replicas + 1 {
-                return Ok(leaders[0]["Member"].as_str().unwrap_or("").to_string());
-            }
-            last = serde_json::to_string(&list)?;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no leader with {replicas} streaming replicas within {timeout:?}; last: {last}\n\
-             --- pgpilot journal ---\n{}",
-            m.journal("pgpilot")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// The snap's psql as root, with the operator's password.

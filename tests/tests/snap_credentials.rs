@@ -8,13 +8,12 @@
 //! member file that became invalid is refused by the reload and changes
 //! nothing; a setting that needs a restart still restarts.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use pgpilot_e2e::snapd::checks::{open_tempdir, text, wait_cluster};
 use pgpilot_e2e::snapd::{Machine, SnapFile};
-use serde_json::Value;
 
 const OLD_SU: &str = "su-before-rotation-1";
 const OLD_REPL: &str = "repl-before-rotation-1";
@@ -29,54 +28,8 @@ const FORM: Duration = Duration::from_secs(240);
 /// a loaded machine.
 const SETTLE: Duration = Duration::from_secs(60);
 
-fn text(out: &Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn ip(n: usize) -> String {
     format!("127.0.0.{}", 60 + n)
-}
-
-fn members(m: &Machine) -> anyhow::Result<Vec<Value>> {
-    let out = m.run_app("patronictl", &["list", "--format", "json"], &[])?;
-    anyhow::ensure!(out.status.success(), "patronictl list: {}", text(&out));
-    Ok(serde_json::from_slice(&out.stdout)?)
-}
-
-/// The leader's name once one leader runs and `replicas` members stream.
-fn wait_cluster(m: &Machine, replicas: usize, timeout: Duration) -> anyhow::Result<String> {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    loop {
-        if let Ok(list) = members(m) {
-            let role = |v: &Value| v["Role"].as_str().unwrap_or("").to_lowercase();
-            let state = |v: &Value| v["State"].as_str().unwrap_or("").to_lowercase();
-            let leaders: Vec<&Value> = list
-                .iter()
-                .filter(|v| role(v) == "leader" && state(v) == "running")
-                .collect();
-            let streaming = list
-                .iter()
-                .filter(|v| role(v) != "leader" && state(v) == "streaming")
-                .count();
-            if leaders.len() == 1 && streaming == replicas && list.len() == replicas + 1 {
-                return Ok(leaders[0]["Member"].as_str().unwrap_or("").to_string());
-            }
-            last = serde_json::to_string(&list)?;
-        }
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "no leader with {replicas} streaming replicas within {timeout:?}; last: {last}\n\
-             --- pgpilot journal ---\n{}",
-            m.journal("pgpilot")
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// `psql -Atc SQL` as `user` over TCP to machine `n`'s PostgreSQL.
@@ -157,9 +110,7 @@ fn machine_settings(n: usize, count: usize) -> Vec<(String, String)> {
 #[test]
 fn new_system_user_passwords_reach_postgresql_without_a_restart() -> anyhow::Result<()> {
     let snap = SnapFile::from_env()?;
-    let tmp = tempfile::tempdir()?;
-    // The daemons run as _daemon_ and must enter it.
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
+    let tmp = open_tempdir()?;
     let count = 3;
     let mut machines = Vec::new();
     for n in 1..=count {

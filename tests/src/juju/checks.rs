@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use serde_json::Value;
 
 use super::driver::{Deployment, DriverOptions};
+pub use crate::snapd::checks::members;
+use crate::snapd::checks::text;
 use crate::snapd::Machine;
 
 /// The packed charm and snap under test: `$PGPILOT_CHARM` and
@@ -35,25 +37,10 @@ pub fn deployment(
 ) -> anyhow::Result<Deployment> {
     use std::os::unix::fs::PermissionsExt;
     let (charm, snap) = artefacts()?;
-    // The snap's daemons (and pgpilot's callbacks) run as `_daemon_`.
+    // The snap's daemons (and pgpilot's callbacks) run as `_daemon_`: see
+    // crate::snapd::checks::open_tempdir.
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755))?;
     Deployment::new(&tmp.path().join("d"), &charm, &snap, net, opts)
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "exit {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// `charmed-postgresql.patronictl list --format json` on a machine.
-pub fn members(m: &Machine) -> anyhow::Result<Vec<Value>> {
-    let out = m.run_app("patronictl", &["list", "--format", "json"], &[])?;
-    anyhow::ensure!(out.status.success(), "patronictl list: {}", text(&out));
-    Ok(serde_json::from_slice(&out.stdout)?)
 }
 
 /// `(leader member, streaming replicas)` as pgpilot reports them.

@@ -5,14 +5,12 @@
 //! pgpilot's callbacks run as `_daemon_`): `snap` against the unit's
 //! snapd-fixture machine, `juju-exec` through the unit's agent.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-
-use serde_json::Value;
 
 use super::driver::{Job, ReplySlot, Shared};
 use super::Model;
@@ -65,21 +63,10 @@ pub(crate) fn install_tools(model: &Model, dir: &Path, unit: &str) -> anyhow::Re
 }
 
 fn serve_one(shared: &Arc<Shared>, stream: UnixStream) -> anyhow::Result<()> {
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let request: Value = serde_json::from_str(&line)?;
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let request = crate::toolsock::read_request(&stream)?;
     let unit = request["unit"].as_str().unwrap_or_default().to_string();
     let tool = request["tool"].as_str().unwrap_or_default();
-    let args = strings(&request["args"]);
+    let args = crate::toolsock::strings(&request["args"]);
     let env: Vec<(String, String)> = request["env"]
         .as_object()
         .map(|m| {

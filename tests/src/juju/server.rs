@@ -3,12 +3,9 @@
 //! `{"context": "...", "tool": "...", "args": [...], "stdin": ...}` and gets
 //! back one JSON line `{"stdout": "...", "stderr": "...", "exit-code": N}`.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-use serde_json::Value;
 
 use super::tools::{self, Inner};
 use crate::toolsock::SocketServer;
@@ -28,18 +25,9 @@ impl Server {
 }
 
 fn serve_one(inner: &Mutex<Inner>, stream: UnixStream) -> anyhow::Result<()> {
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let request: Value = serde_json::from_str(&line)?;
+    let request = crate::toolsock::read_request(&stream)?;
     let text = |key: &str| request[key].as_str().unwrap_or_default().to_string();
-    let args: Vec<String> = request["args"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let args = crate::toolsock::strings(&request["args"]);
     let reply = {
         let mut inner = inner.lock().unwrap_or_else(|e| e.into_inner());
         tools::run(

@@ -113,6 +113,7 @@
 //!   rest of the harness does); a normal end or a panic stops everything.
 
 mod change;
+pub mod checks;
 mod cli;
 pub mod config;
 mod exec;

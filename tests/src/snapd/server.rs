@@ -8,7 +8,6 @@
 //! `unset`, `services`, `start`, `stop`, `restart`; errors read
 //! `error: snapctl: ...` with exit code 1.
 
-use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -62,18 +61,9 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 
 fn serve_one(shared: &Shared, stream: UnixStream) -> anyhow::Result<()> {
     let uid = peer_uid(&stream).context("no peer credentials")?;
-    let mut line = String::new();
-    BufReader::new(&stream).read_line(&mut line)?;
-    let request: Value = serde_json::from_str(&line)?;
+    let request = crate::toolsock::read_request(&stream)?;
     let cookie = request["cookie"].as_str().unwrap_or_default().to_string();
-    let args: Vec<String> = request["args"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let args = crate::toolsock::strings(&request["args"]);
     let reply = run(shared, &cookie, &args, uid);
     crate::toolsock::answer(&stream, &reply.stdout, &reply.stderr, reply.code)?;
     Ok(())

@@ -95,10 +95,7 @@ impl Unit {
 
     /// Every live process of the unit, sorted.
     pub fn pids(&self) -> Vec<i32> {
-        let mut st = self.lock();
-        let seeds: Vec<i32> = st.main_pid.into_iter().collect();
-        let marks = invocation_marks(&st.invocations);
-        st.tracked.refresh(&seeds, &marks)
+        Self::all_processes(&mut self.lock())
     }
 
     /// `systemctl start`: nothing when it runs already; an error when it
@@ -140,14 +137,7 @@ impl Unit {
         let targets = self.kill_targets(&mut st);
         procs::signal_all(&targets, signal_of(self.app.kill_signal));
         self.cond.notify_all();
-        while st.running && Instant::now() < deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            st = self
-                .cond
-                .wait_timeout(st, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
+        st = self.wait_ended(st, deadline);
         if st.running {
             self.note("State 'stop-sigterm' timed out. Killing.");
             let targets = self.kill_targets(&mut st);
@@ -170,9 +160,7 @@ impl Unit {
         self.note("Power lost.");
         st.stop_requested = true;
         st.stop_deadline = Some(Instant::now());
-        let seeds: Vec<i32> = st.main_pid.into_iter().collect();
-        let marks = invocation_marks(&st.invocations);
-        let targets = st.tracked.refresh(&seeds, &marks);
+        let targets = Self::all_processes(&mut st);
         procs::signal_all(&targets, Signal::SIGKILL);
         self.cond.notify_all();
         let st = self.wait_ended(st, Instant::now() + Duration::from_secs(10));
@@ -216,11 +204,17 @@ impl Unit {
         procs::wait_all_gone(&pids, Instant::now() + Duration::from_secs(5));
     }
 
+    /// Every live process of the unit: the main one and what carries one
+    /// of its invocation ids.
+    fn all_processes(st: &mut UnitState) -> Vec<i32> {
+        let seeds: Vec<i32> = st.main_pid.into_iter().collect();
+        let marks = invocation_marks(&st.invocations);
+        st.tracked.refresh(&seeds, &marks)
+    }
+
     fn kill_targets(&self, st: &mut UnitState) -> Vec<i32> {
         if self.app.kill_all {
-            let seeds: Vec<i32> = st.main_pid.into_iter().collect();
-            let marks = invocation_marks(&st.invocations);
-            st.tracked.refresh(&seeds, &marks)
+            Self::all_processes(st)
         } else {
             st.main_pid.into_iter().collect()
         }
