@@ -321,12 +321,16 @@ fn deploy_three_units_configure_and_operate() -> anyhow::Result<()> {
     let unit = d.units()[0].clone();
     let m = d.machine(&unit).expect("machine");
     let disable = d.model().unit_charm_dir(&unit).join("disable");
+    // A hook already under way when the switch appears finishes as it
+    // started; only what runs after it must leave the machine alone.
+    d.settle(DEPLOY)?;
     std::fs::write(&disable, "")?;
+    d.settle(DEPLOY)?;
     let (config, pid, snap_hooks) = (m.config(), m.main_pid("pgpilot"), m.hooks_log());
     let host_log = std::fs::read_to_string(d.dir().join("host.log"))?;
     let host_lines = |log: &str| {
         log.lines()
-            .filter(|l| l.contains(&format!(" {unit}: ")))
+            .filter(|l| l.contains(&format!(" {unit}: snap ")))
             .count()
     };
     for hook in ["update-status", "config-changed", "leader-settings-changed"] {
