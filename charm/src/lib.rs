@@ -7,6 +7,7 @@
 //!   [`status`], [`config`] (options and their checks), [`peer`] (the peer
 //!   databags), [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
+//!   [`cos`] (what a unit publishes to the COS agent),
 //!   [`plan`] (steps);
 //! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
 //!   `snap` client), and [`host`] (clock, memory, randomness);
@@ -20,6 +21,7 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod context;
+pub mod cos;
 pub mod dispatch;
 pub mod etcd;
 pub mod extensions;
