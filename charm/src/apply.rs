@@ -146,6 +146,11 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
             let rid = t.relation(step)?;
             t.tool(step, t.tools.relation_set(rid, true, data))?
         }
+        Step::SetRelationData {
+            relation_id,
+            app,
+            data,
+        } => t.tool(step, t.tools.relation_set(relation_id, *app, data))?,
         Step::CreateAppSecret { label, content } => {
             let rid = t.relation(step)?;
             let secret = NewSecret {

@@ -13,6 +13,45 @@ pub const PEER_ENDPOINT: &str = "database-peers";
 /// The storage holding PostgreSQL's data (charmcraft.yaml `storage`).
 pub const DATA_STORAGE: &str = "pgdata";
 
+/// The other applications' endpoints (charmcraft.yaml `provides` and
+/// `requires`; names and interfaces of today's charm where it has them).
+pub const DATABASE_ENDPOINT: &str = "database";
+pub const S3_ENDPOINT: &str = "s3-parameters";
+pub const CERTIFICATES_ENDPOINT: &str = "certificates";
+pub const COS_ENDPOINT: &str = "cos-agent";
+pub const ETCD_ENDPOINT: &str = "etcd";
+/// Every non-peer endpoint, in the order a hook reads them.
+pub const RELATION_ENDPOINTS: &[&str] = &[
+    DATABASE_ENDPOINT,
+    S3_ENDPOINT,
+    CERTIFICATES_ENDPOINT,
+    COS_ENDPOINT,
+    ETCD_ENDPOINT,
+];
+
+/// Which `-relation-*` hook ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelationKind {
+    Created,
+    Joined,
+    Changed,
+    Departed,
+    Broken,
+}
+
+impl RelationKind {
+    fn parse(kind: &str) -> Option<Self> {
+        Some(match kind {
+            "created" => RelationKind::Created,
+            "joined" => RelationKind::Joined,
+            "changed" => RelationKind::Changed,
+            "departed" => RelationKind::Departed,
+            "broken" => RelationKind::Broken,
+            _ => return None,
+        })
+    }
+}
+
 /// What woke the charm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -61,6 +100,17 @@ pub enum Event {
     },
     PeerRelationBroken {
         relation_id: String,
+    },
+    /// A hook of one of [`RELATION_ENDPOINTS`] (another application).
+    Relation {
+        endpoint: String,
+        kind: RelationKind,
+        /// `database:7`
+        relation_id: String,
+        remote_unit: Option<String>,
+        remote_app: Option<String>,
+        /// departed: the unit that leaves (possibly this one).
+        departing_unit: Option<String>,
     },
     StorageAttached {
         storage_id: String,
@@ -315,6 +365,37 @@ fn parse_hook(hook: &str, env: &Env) -> Result<Event, ContextError> {
             };
             return Ok(event);
         }
+        if let (Some(endpoint), Some(kind)) = (
+            RELATION_ENDPOINTS.iter().find(|e| **e == endpoint),
+            RelationKind::parse(kind),
+        ) {
+            if let Some(relation) = env.get("JUJU_RELATION") {
+                if relation != *endpoint {
+                    return Err(ContextError::RelationMismatch {
+                        hook: hook.to_string(),
+                        relation,
+                        endpoint: endpoint.to_string(),
+                    });
+                }
+            }
+            let remote_unit = env.get("JUJU_REMOTE_UNIT");
+            if kind == RelationKind::Joined && remote_unit.is_none() {
+                need("JUJU_REMOTE_UNIT")?;
+            }
+            return Ok(Event::Relation {
+                endpoint: endpoint.to_string(),
+                kind,
+                relation_id: need("JUJU_RELATION_ID")?,
+                remote_app: env.get("JUJU_REMOTE_APP").or_else(|| {
+                    remote_unit
+                        .as_deref()
+                        .and_then(|u| u.split_once('/'))
+                        .map(|(app, _)| app.to_string())
+                }),
+                remote_unit,
+                departing_unit: env.get("JUJU_DEPARTING_UNIT"),
+            });
+        }
     }
     Ok(Event::Unknown {
         hook: hook.to_string(),
@@ -548,7 +629,8 @@ mod tests {
     #[test]
     fn unknown_hooks() {
         for hook in [
-            "database-relation-joined",
+            "db-admin-relation-joined",
+            "database-relation-exploded",
             "collect-metrics",
             "pre-series-upgrade",
             "database-peers-relation-exploded",
@@ -565,6 +647,48 @@ mod tests {
                 "{hook}"
             );
         }
+    }
+
+    #[test]
+    fn other_applications_relations() {
+        let e = event(&[
+            ("JUJU_DISPATCH_PATH", "hooks/database-relation-joined"),
+            ("JUJU_RELATION_ID", "database:7"),
+            ("JUJU_REMOTE_UNIT", "myapp/0"),
+        ]);
+        assert_eq!(
+            e,
+            Event::Relation {
+                endpoint: "database".into(),
+                kind: RelationKind::Joined,
+                relation_id: "database:7".into(),
+                remote_unit: Some("myapp/0".into()),
+                remote_app: Some("myapp".into()),
+                departing_unit: None,
+            }
+        );
+        let e = event(&[
+            ("JUJU_DISPATCH_PATH", "hooks/s3-parameters-relation-changed"),
+            ("JUJU_RELATION_ID", "s3-parameters:9"),
+            ("JUJU_REMOTE_APP", "s3-integrator"),
+        ]);
+        assert!(matches!(
+            e,
+            Event::Relation { kind: RelationKind::Changed, remote_unit: None, remote_app: Some(ref a), .. } if a == "s3-integrator"
+        ));
+        // joined needs its remote unit; every hook its relation id.
+        let mut vars = env(&[("JUJU_DISPATCH_PATH", "hooks/cos-agent-relation-joined")]);
+        vars.insert("JUJU_RELATION_ID".into(), "cos-agent:2".into());
+        assert!(HookContext::from_env(&vars).is_err());
+        let vars = env(&[("JUJU_DISPATCH_PATH", "hooks/etcd-relation-broken")]);
+        assert!(HookContext::from_env(&vars).is_err());
+        // A mismatch between the hook and JUJU_RELATION is refused.
+        let vars = env(&[
+            ("JUJU_DISPATCH_PATH", "hooks/certificates-relation-changed"),
+            ("JUJU_RELATION", "database"),
+            ("JUJU_RELATION_ID", "certificates:4"),
+        ]);
+        assert!(HookContext::from_env(&vars).is_err());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! - plain data: [`context`] (the hook environment as one typed event),
 //!   [`status`], [`config`] (options and their checks), [`peer`] (the peer
-//!   databags), [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
+//!   databags), [`relation`] (the other applications' relations),
+//!   [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
 //!   [`cos`] (what a unit publishes to the COS agent),
 //!   [`plan`] (steps);
@@ -30,6 +31,7 @@ pub mod observe;
 pub mod peer;
 pub mod plan;
 pub mod reconcile;
+pub mod relation;
 pub mod snap;
 pub mod status;
 pub mod tools;

@@ -16,10 +16,11 @@ use serde_json::{Map, Value};
 
 use crate::cluster::{self, ClusterMember};
 use crate::config::{self, Machine};
-use crate::context::{member_name, Event, HookContext, PEER_ENDPOINT};
+use crate::context::{member_name, Event, HookContext, PEER_ENDPOINT, RELATION_ENDPOINTS};
 use crate::etcd::{self, EtcdMember};
 use crate::extensions::{self, ExtensionsView};
 use crate::peer::{self, PeerView};
+use crate::relation::RelationView;
 use crate::snap::{
     self, ServiceState, SnapDriver, SnapError, SnapInfo, SERVICE_ETCD, SERVICE_PGPILOT,
 };
@@ -97,6 +98,9 @@ pub struct Observed {
     pub peer: Option<PeerView>,
     /// This unit's address on the peer relation.
     pub address: Option<String>,
+    /// The other applications' relations, by endpoint (every endpoint of
+    /// [`RELATION_ENDPOINTS`] has an entry, possibly empty).
+    pub relations: BTreeMap<String, Vec<RelationView>>,
     pub secrets: SecretsView,
     /// `etcdctl member list`; `None` when etcd could not be asked.
     pub etcd: Option<Vec<EtcdMember>>,
@@ -142,6 +146,7 @@ impl Observed {
             snap_config: Value::Object(Map::new()),
             peer: None,
             address: None,
+            relations: BTreeMap::new(),
             secrets: SecretsView::default(),
             etcd: None,
             cluster: None,
@@ -156,6 +161,14 @@ impl Observed {
 
     pub fn member(&self) -> String {
         member_name(&self.unit)
+    }
+
+    /// The relations on `endpoint` (none when not related).
+    pub fn relations_on(&self, endpoint: &str) -> &[RelationView] {
+        self.relations
+            .get(endpoint)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
     }
 
     pub fn service_active(&self, name: &str) -> bool {
@@ -232,6 +245,11 @@ pub fn observe(
         o.address = tools.network_get_address(PEER_ENDPOINT).ok().flatten();
     }
 
+    for endpoint in RELATION_ENDPOINTS {
+        let views = read_relations(ctx, tools, endpoint, o.is_leader)?;
+        o.relations.insert(endpoint.to_string(), views);
+    }
+
     o.secrets = read_secrets(&o, tools);
 
     if o.snap.is_some() {
@@ -276,6 +294,46 @@ pub fn observe(
         o.action_params = tools.action_get()?;
     }
     Ok(o)
+}
+
+/// Every relation on `endpoint`: both sides' bags that this unit may read.
+fn read_relations(
+    ctx: &HookContext,
+    tools: &dyn HookTools,
+    endpoint: &str,
+    is_leader: bool,
+) -> Result<Vec<RelationView>, ToolError> {
+    let mut views = Vec::new();
+    for id in tools.relation_ids(endpoint)? {
+        // relation-broken: the relation is still listed, its other side
+        // is gone; what is left of it is this side's bags.
+        let broken = matches!(
+            &ctx.event,
+            Event::Relation { relation_id, kind: crate::context::RelationKind::Broken, .. }
+                if *relation_id == id
+        );
+        let mut view = RelationView {
+            id: id.clone(),
+            endpoint: endpoint.to_string(),
+            ..Default::default()
+        };
+        if !broken {
+            view.remote_app = tools.relation_remote_app(&id)?.unwrap_or_default();
+            if !view.remote_app.is_empty() {
+                view.remote_app_data = tools.relation_get(&id, Bag::App(&view.remote_app))?;
+            }
+            for unit in tools.relation_list(&id)? {
+                let bag = tools.relation_get(&id, Bag::Unit(&unit))?;
+                view.remote_units.insert(unit, bag);
+            }
+        }
+        if is_leader {
+            view.local_app_data = tools.relation_get(&id, Bag::App(&ctx.app))?;
+        }
+        view.local_unit_data = tools.relation_get(&id, Bag::Unit(&ctx.unit))?;
+        views.push(view);
+    }
+    Ok(views)
 }
 
 fn read_secrets(o: &Observed, tools: &dyn HookTools) -> SecretsView {

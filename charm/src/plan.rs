@@ -29,6 +29,13 @@ pub enum Step {
     SetUnitData(BTreeMap<String, String>),
     /// relation-set --app on the peer relation (leader only).
     SetAppData(BTreeMap<String, String>),
+    /// relation-set on another application's relation: this unit's bag,
+    /// or (`app`, leader only) this application's; an empty value deletes.
+    SetRelationData {
+        relation_id: String,
+        app: bool,
+        data: BTreeMap<String, String>,
+    },
     /// secret-add --owner application, then its URI into the app bag.
     CreateAppSecret {
         label: String,
@@ -123,6 +130,24 @@ impl Step {
                     })
                     .collect();
                 format!("snap set {}", keys.join(" "))
+            }
+            Step::SetRelationData {
+                relation_id,
+                app,
+                data,
+            } => {
+                let keys: Vec<String> = data
+                    .iter()
+                    .map(|(k, v)| {
+                        if k.contains("password") || k == "uris" || k == "read-only-uris" {
+                            format!("{k}=<redacted>")
+                        } else {
+                            format!("{k}={v:?}")
+                        }
+                    })
+                    .collect();
+                let bag = if *app { "app" } else { "unit" };
+                format!("relation-set {relation_id} ({bag}) {}", keys.join(" "))
             }
             Step::CreateAppSecret { label, content } => {
                 format!("secret-add {label} ({} keys)", content.len())

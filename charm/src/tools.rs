@@ -112,6 +112,9 @@ pub trait HookTools {
     fn relation_ids(&self, endpoint: &str) -> Result<Vec<String>, ToolError>;
     /// Remote units of a relation (never this unit).
     fn relation_list(&self, relation_id: &str) -> Result<Vec<String>, ToolError>;
+    /// The application at the other end (`relation-list --app`); `None`
+    /// when Juju does not know it yet.
+    fn relation_remote_app(&self, relation_id: &str) -> Result<Option<String>, ToolError>;
     fn relation_get(
         &self,
         relation_id: &str,
@@ -215,6 +218,13 @@ pub mod argv {
 
     pub fn relation_list(relation_id: &str) -> ToolCall {
         ToolCall::new("relation-list", s(&["--format=json", "-r", relation_id]))
+    }
+
+    pub fn relation_remote_app(relation_id: &str) -> ToolCall {
+        ToolCall::new(
+            "relation-list",
+            s(&["--format=json", "--app", "-r", relation_id]),
+        )
     }
 
     pub fn relation_get(relation_id: &str, bag: Bag<'_>) -> ToolCall {
@@ -388,7 +398,7 @@ pub mod argv {
 pub mod parse {
     use super::*;
 
-    fn json<T: serde::de::DeserializeOwned>(tool: &str, out: &str) -> Result<T, ToolError> {
+    pub fn json<T: serde::de::DeserializeOwned>(tool: &str, out: &str) -> Result<T, ToolError> {
         serde_json::from_str(out.trim()).map_err(|e| ToolError::Parse {
             tool: tool.to_string(),
             output: out.chars().take(300).collect(),
@@ -639,6 +649,14 @@ impl HookTools for ProcessTools {
             "relation-list",
             &self.run(&argv::relation_list(relation_id))?,
         )
+    }
+
+    fn relation_remote_app(&self, relation_id: &str) -> Result<Option<String>, ToolError> {
+        let app: Option<String> = parse::json(
+            "relation-list",
+            &self.run(&argv::relation_remote_app(relation_id))?,
+        )?;
+        Ok(app.filter(|a| !a.is_empty()))
     }
 
     fn relation_get(

@@ -74,11 +74,11 @@ impl Unit {
 #[test]
 fn an_unknown_hook_logs_and_exits_0() {
     let u = Unit::new();
-    let out = u.dispatch("hooks/database-relation-joined");
+    let out = u.dispatch("hooks/db-admin-relation-joined");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         u.calls(),
-        vec!["juju-log|--log-level|INFO|--|hook database-relation-joined: not handled by this charm, nothing to do"]
+        vec!["juju-log|--log-level|INFO|--|hook db-admin-relation-joined: not handled by this charm, nothing to do"]
     );
 }
 

@@ -128,6 +128,9 @@ pub enum Job {
     Exec { commands: String, reply: ReplySlot },
     /// The unit is gone: destroy its machine, leave the model.
     Destroy,
+    /// After its relation-broken: the unit is out of that relation (the
+    /// relation goes once no unit of this application is left in it).
+    LeaveRelation(u32),
 }
 
 /// Where a `juju-exec` answer goes (compared by identity only).
@@ -139,6 +142,9 @@ impl PartialEq for ReplySlot {
         false
     }
 }
+
+#[path = "remote.rs"]
+mod remote;
 
 fn hook(name: &str, env: &[(&str, &str)]) -> Job {
     Job::Hook {
@@ -238,6 +244,11 @@ impl Shared {
                 continue;
             };
             let key = rel.key();
+            // Another application's relation: only that application hears
+            // of it (the test reads it), not this unit's peers.
+            if !rel.peer {
+                continue;
+            }
             for other in rel.units.iter().filter(|u| *u != unit) {
                 let Some(agent) = self.agent(other) else {
                     continue;
@@ -339,6 +350,17 @@ impl Shared {
                     self.elect();
                 }
             }
+            Job::LeaveRelation(rid) => self.model.update(|st| {
+                let Some(rel) = st.relations.get_mut(&rid) else {
+                    return;
+                };
+                rel.units.remove(&unit);
+                rel.unit_data.remove(&unit);
+                let app = super::state::app_of(&unit).to_string();
+                if !rel.units.iter().any(|u| super::state::app_of(u) == app) {
+                    st.relations.remove(&rid);
+                }
+            }),
             Job::Hook { name, env } => {
                 let mut delay = self.opts.first_retry_delay;
                 loop {
@@ -569,6 +591,13 @@ impl Deployment {
                     &format!("{PEER_ENDPOINT}-relation-created"),
                     &[("JUJU_RELATION_ID", &key)],
                 ),
+            ] {
+                agent.push(job);
+            }
+            for job in remote::joining_jobs(sh, &unit) {
+                agent.push(job);
+            }
+            for job in [
                 hook(
                     if first {
                         "leader-elected"

@@ -133,12 +133,19 @@ pub fn juju_tool_bin() -> anyhow::Result<PathBuf> {
 pub struct CharmMeta {
     pub name: String,
     pub peers: Vec<String>,
+    /// `provides` and `requires` endpoints.
+    pub endpoints: Vec<String>,
     pub config_defaults: Map<String, Value>,
     /// Action name → its parameters' defaults.
     pub action_defaults: Map<String, Value>,
 }
 
 impl CharmMeta {
+    /// A `provides` or `requires` endpoint of the charm.
+    pub fn endpoint_known(&self, endpoint: &str) -> bool {
+        self.endpoints.iter().any(|e| e == endpoint)
+    }
+
     /// From `metadata.yaml`, `config.yaml`, `actions.yaml` (a packed charm)
     /// or `charmcraft.yaml` (the source tree), whichever exist.
     pub fn load(charm_dir: &Path) -> anyhow::Result<CharmMeta> {
@@ -166,6 +173,11 @@ impl CharmMeta {
             .as_object()
             .map(|p| p.keys().cloned().collect())
             .unwrap_or_default();
+        let endpoints = ["provides", "requires"]
+            .iter()
+            .filter_map(|k| metadata[*k].as_object())
+            .flat_map(|m| m.keys().cloned())
+            .collect();
         let config_defaults = config["options"]
             .as_object()
             .map(|o| {
@@ -197,6 +209,7 @@ impl CharmMeta {
         CharmMeta {
             name: metadata["name"].as_str().unwrap_or_default().to_string(),
             peers,
+            endpoints,
             config_defaults,
             action_defaults,
         }
@@ -372,7 +385,7 @@ impl Model {
     }
 
     /// Add unit APP/N (N one more than the highest so far) with this
-    /// address; it joins every peer relation. Not the leader.
+    /// address; it joins every relation of its application. Not the leader.
     pub fn add_unit(&self, address: &str) -> anyhow::Result<String> {
         let name = {
             let inner = self.lock();
@@ -419,7 +432,7 @@ impl Model {
                 ..Unit::default()
             },
         );
-        for rel in state.relations.values_mut().filter(|r| r.peer) {
+        for rel in state.relations.values_mut() {
             join(rel, &name, address);
         }
         Ok(name)
