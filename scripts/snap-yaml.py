@@ -30,7 +30,7 @@ import yaml
 # snapcraft.yaml keys written into snap.yaml as they are (after expansion).
 CARRIED = ["name", "version", "summary", "description", "base", "grade",
            "confinement", "system-usernames", "environment", "plugs",
-           "apps", "hooks"]
+           "slots", "apps", "hooks"]
 # Build-time keys snapcraft does not write into snap.yaml.
 BUILD_ONLY = {"parts", "platforms", "adopt-info", "build-base",
               "build-packages", "build-snaps", "package-repositories"}
@@ -43,7 +43,7 @@ HOOK_KEYS = ["plugs"]
 # snapcraft's order (snapcraft/meta/snap_yaml.py, SnapMetadata).
 ORDER = ["name", "version", "summary", "description", "architectures", "base",
          "assumes", "apps", "confinement", "grade", "environment", "plugs",
-         "hooks", "system-usernames"]
+         "slots", "hooks", "system-usernames"]
 # What snapcraft adds when environment: does not set PATH (strict, devmode).
 DEFAULT_PATH = "$SNAP/usr/sbin:$SNAP/usr/bin:$SNAP/sbin:$SNAP/bin:$PATH"
 
@@ -143,8 +143,9 @@ def build_snap_yaml(sc, version, arch):
     env = {k: v for k, v in env.items() if v is not None}
     if env:
         out["environment"] = env
-    if "plugs" in sc:
-        out["plugs"] = expand(sc["plugs"], arch, "plugs")
+    for key in ("plugs", "slots"):
+        if key in sc:
+            out[key] = expand(sc[key], arch, key)
     apps = {}
     for name, app in (sc.get("apps") or {}).items():
         only_keys(app, APP_KEYS, f"apps.{name}")
@@ -184,6 +185,8 @@ def validate(sy):
         iface = (top_plugs[plug] or {}).get("interface", plug)
         if iface not in INTERFACES:
             errors.append(f"plugs.{plug}: unknown interface {iface!r}")
+    for slot, spec in (sy.get("slots") or {}).items():
+        errors += slot_errors(slot, spec or {})
     owners = [(f"apps.{n}", a) for n, a in (sy.get("apps") or {}).items()]
     owners += [(f"hooks.{n}", h) for n, h in (sy.get("hooks") or {}).items()]
     for where, owner in owners:
@@ -208,6 +211,35 @@ def validate(sy):
     for name in sy.get("hooks") or {}:
         if name not in HOOK_NAMES and not any(re.fullmatch(p, name) for p in HOOK_PATTERNS):
             errors.append(f"hooks.{name}: not a hook snapd runs")
+    return errors
+
+
+# Where a content slot may share from (snapd's content interface).
+CONTENT_ROOTS = ("$SNAP/", "$SNAP_DATA/", "$SNAP_COMMON/")
+
+
+def slot_errors(slot, spec):
+    """A top-level slot: a known interface; a content slot shares paths of
+    its own snap through `source: {read: [...], write: [...]}`."""
+    where = f"slots.{slot}"
+    if not isinstance(spec, dict):
+        return [f"{where}: expected a mapping"]
+    iface = spec.get("interface", slot)
+    if iface not in INTERFACES:
+        return [f"{where}: unknown interface {iface!r}"]
+    if iface != "content":
+        return []
+    source = spec.get("source")
+    if not isinstance(source, dict) or not (source.get("read") or source.get("write")):
+        return [f"{where}: a content slot needs source.read or source.write (a list of paths)"]
+    errors = []
+    for mode in sorted(set(source) - {"read", "write"}):
+        errors.append(f"{where}.source.{mode}: only read and write")
+    for mode in ("read", "write"):
+        for path in source.get(mode) or []:
+            if not isinstance(path, str) or not path.startswith(CONTENT_ROOTS):
+                errors.append(f"{where}.source.{mode}: {path!r} is not under "
+                              f"{', '.join(r.rstrip('/') for r in CONTENT_ROOTS)}")
     return errors
 
 
