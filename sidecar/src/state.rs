@@ -123,6 +123,9 @@ pub struct Shared {
     pub repo_watch: Option<Arc<crate::backup::watch::RepoWatch>>,
     /// The async WAL push-ahead worker's state, when it runs.
     pub archive_ahead: std::sync::OnceLock<Arc<crate::archive::ahead::AheadStatus>>,
+    /// The REST API's TLS configuration in force, once the API serves: a
+    /// reload replaces it.
+    pub api_tls: std::sync::OnceLock<crate::api::tls::TlsSlot>,
     snapshot: RwLock<Snapshot>,
     pending: Mutex<Option<Pending>>,
     /// The command being carried out (taken from `pending`, not finished).
@@ -153,6 +156,7 @@ impl Shared {
             roles_pending: AtomicBool::new(false),
             repo_watch,
             archive_ahead: std::sync::OnceLock::new(),
+            api_tls: std::sync::OnceLock::new(),
             snapshot: RwLock::new(Snapshot {
                 view: ClusterView::default(),
                 dynamic,

@@ -143,7 +143,8 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
         .with_state(state)
 }
 
-/// Serve until `shutdown` flips: HTTPS when `[api.tls]` is set, else HTTP.
+/// Serve until `shutdown` flips: HTTPS when `[api.tls]` is set, else HTTP;
+/// a reload may turn TLS on or off or renew its certificate ([`tls::TlsSlot`]).
 /// `metrics_listener` (from `metrics.listen`) serves `/metrics` alone, over HTTP.
 pub async fn serve<D: Dcs>(
     listener: tokio::net::TcpListener,
@@ -183,41 +184,33 @@ pub async fn serve<D: Dcs>(
             }
         });
     }
-    let app = router(state);
+    let app = router(state.clone());
     let stopping = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
-    let served = match tls {
-        None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stopping)
-                .await
-        }
-        Some(tls) => {
-            // Checked when the configuration was loaded; this only fails if
-            // the files changed since.
-            let config = match tls::server_config(&tls) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(key = %e.key, "REST API not started: {}", e.message);
-                    return;
-                }
-            };
-            let listener = match tls::TlsListener::new(listener, config) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "REST API not started");
-                    return;
-                }
-            };
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<tls::PeerInfo>(),
-            )
-            .with_graceful_shutdown(stopping)
-            .await
+    // Checked when the configuration was loaded; this only fails if the
+    // files changed since.
+    let slot = match tls::slot(tls.as_ref()) {
+        Ok(slot) => slot,
+        Err(e) => {
+            tracing::error!(key = %e.key, "REST API not started: {}", e.message);
+            return;
         }
     };
+    let _ = state.shared.api_tls.set(slot.clone());
+    let listener = match tls::ApiListener::new(listener, slot) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "REST API not started");
+            return;
+        }
+    };
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<tls::PeerInfo>(),
+    )
+    .with_graceful_shutdown(stopping)
+    .await;
     if let Err(e) = served {
         tracing::error!(error = %e, "REST API stopped");
     }

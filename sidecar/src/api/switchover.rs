@@ -479,8 +479,11 @@ async fn probe<D: Dcs>(
     view: &ClusterView,
     names: &[String],
 ) -> Result<(), String> {
+    // The TLS settings in force (a reload may have turned TLS on).
+    let current = super::client::ApiClient::for_member(&state.shared.config())
+        .unwrap_or_else(|_| state.client.clone());
     let asks = names.iter().map(|name| {
-        let client = state.client.clone();
+        let client = current.clone();
         let url = view
             .member(name)
             .map(|m| format!("{}/patroni", base_url(&m.status.api_url)));

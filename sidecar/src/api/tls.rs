@@ -159,29 +159,92 @@ pub struct PeerInfo {
     pub client_cert: bool,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, ApiListener>>
     for PeerInfo
 {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, ApiListener>) -> Self {
         *stream.remote_addr()
     }
 }
 
-type Accepted = (tokio_rustls::server::TlsStream<TcpStream>, PeerInfo);
+/// The REST API's TLS configuration in force; `None` serves plain HTTP.
+/// A reload (SIGHUP, `POST /reload`) replaces it: new connections get the
+/// renewed certificate, or TLS turned on or off, without a restart.
+pub type TlsSlot = Arc<std::sync::RwLock<Option<Arc<ServerConfig>>>>;
 
-/// A listener that hands axum finished TLS connections. Handshakes run in
-/// their own tasks (with a time limit), so a slow client holds up nobody.
-pub struct TlsListener {
+/// The slot for `[api.tls]` as configured (`None`: plain HTTP).
+pub fn slot(tls: Option<&ApiTls>) -> Result<TlsSlot, Invalid> {
+    let config = tls.map(server_config).transpose()?;
+    Ok(Arc::new(std::sync::RwLock::new(config)))
+}
+
+/// One accepted connection: plain, or after its TLS handshake.
+pub enum ApiStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for ApiStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ApiStream::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            ApiStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for ApiStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ApiStream::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            ApiStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ApiStream::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            ApiStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ApiStream::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            ApiStream::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+type Accepted = (ApiStream, PeerInfo);
+
+/// A listener that hands axum finished connections: TLS when the slot
+/// holds a configuration at accept time, else plain HTTP. Handshakes run
+/// in their own tasks (with a time limit), so a slow client holds up nobody.
+pub struct ApiListener {
     accepted: mpsc::Receiver<Accepted>,
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+impl ApiListener {
+    pub fn new(listener: TcpListener, slot: TlsSlot) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(64);
-        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let task = tokio::spawn(async move {
             loop {
                 let (tcp, addr) = match listener.accept().await {
@@ -194,13 +257,23 @@ impl TlsListener {
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                let acceptor = acceptor.clone();
+                let config = slot.read().map(|c| c.clone()).unwrap_or_default();
+                let Some(config) = config else {
+                    let peer = PeerInfo {
+                        addr,
+                        client_cert: false,
+                    };
+                    let _ = tx.send((ApiStream::Plain(tcp), peer)).await;
+                    continue;
+                };
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 let tx = tx.clone();
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let client_cert = stream.get_ref().1.peer_certificates().is_some();
-                            let _ = tx.send((stream, PeerInfo { addr, client_cert })).await;
+                            let peer = PeerInfo { addr, client_cert };
+                            let _ = tx.send((ApiStream::Tls(Box::new(stream)), peer)).await;
                         }
                         Ok(Err(e)) => {
                             tracing::debug!(client = %addr, error = %e, "REST API: TLS handshake failed")
@@ -212,7 +285,7 @@ impl TlsListener {
                 });
             }
         });
-        Ok(TlsListener {
+        Ok(ApiListener {
             accepted,
             local,
             task,
@@ -220,14 +293,14 @@ impl TlsListener {
     }
 }
 
-impl Drop for TlsListener {
+impl Drop for ApiListener {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
+impl axum::serve::Listener for ApiListener {
+    type Io = ApiStream;
     type Addr = PeerInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

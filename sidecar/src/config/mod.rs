@@ -219,6 +219,26 @@ pub struct PostgresSection {
     /// changes role (Patroni's `postgresql.callbacks`).
     #[serde(default)]
     pub callbacks: CallbacksSection,
+    /// TLS for client and replication connections over TCP; absent: off.
+    #[serde(default)]
+    pub tls: Option<PostgresTls>,
+}
+
+/// `[postgresql.tls]`: PostgreSQL's `ssl = on` with these files, and
+/// `hostssl` instead of `host` in the pg_hba rules pgpilot renders (remote
+/// logins without TLS are refused; the local socket is unchanged). The
+/// files are read again on SIGHUP (`pgpilot` reloads PostgreSQL), so a
+/// renewed certificate needs no restart.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTls {
+    /// Server certificate chain (PEM): `ssl_cert_file`.
+    pub cert_file: PathBuf,
+    /// Its private key (PEM, mode 0600 owned by PostgreSQL's user): `ssl_key_file`.
+    pub key_file: PathBuf,
+    /// CA bundle (PEM) for client certificates: `ssl_ca_file`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -620,12 +640,19 @@ impl Config {
         check_replica_methods(&pg.create_replica_methods, self.backup.is_some())?;
         pg.callbacks.validate()?;
         for name in pg.parameters.keys() {
-            if let Some(owner) = crate::postgres::conf::managed_parameter(name) {
+            let owner = crate::postgres::conf::managed_parameter(name).or_else(|| {
+                (pg.tls.is_some() && crate::postgres::conf::TLS_PARAMETERS.contains(&name.as_str()))
+                    .then_some("postgresql.tls")
+            });
+            if let Some(owner) = owner {
                 return Err(Invalid::new(
                     format!("postgresql.parameters.{name}"),
                     format!("is set by pgpilot from {owner}; remove it here"),
                 ));
             }
+        }
+        if let Some(tls) = &pg.tls {
+            tls.validate()?;
         }
 
         if let Some(addr) = &self.api.connect_address {
@@ -750,6 +777,29 @@ impl Config {
     /// `postgres://host:port/postgres`, as Patroni publishes it.
     pub fn conn_url(&self) -> String {
         format!("postgres://{}/postgres", self.postgresql.connect_address)
+    }
+}
+
+impl PostgresTls {
+    /// The files are read now: a bad certificate is a configuration error,
+    /// not a PostgreSQL that refuses to start.
+    pub fn validate(&self) -> Result<(), Invalid> {
+        use crate::api::tls::{read_certs, read_key};
+        for (key, path) in [
+            ("postgresql.tls.cert_file", Some(&self.cert_file)),
+            ("postgresql.tls.key_file", Some(&self.key_file)),
+            ("postgresql.tls.ca_file", self.ca_file.as_ref()),
+        ] {
+            if path.is_some_and(|p| !p.is_absolute()) {
+                return Err(Invalid::new(key, "must be an absolute path"));
+            }
+        }
+        read_certs(&self.cert_file).map_err(|m| Invalid::new("postgresql.tls.cert_file", m))?;
+        read_key(&self.key_file).map_err(|m| Invalid::new("postgresql.tls.key_file", m))?;
+        if let Some(ca) = &self.ca_file {
+            read_certs(ca).map_err(|m| Invalid::new("postgresql.tls.ca_file", m))?;
+        }
+        Ok(())
     }
 }
 

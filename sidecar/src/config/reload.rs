@@ -3,8 +3,10 @@
 //! (`SIGHUP`, `POST /reload`, the snap's configure hook), and which only a
 //! restart applies. Pure: no I/O, table tests below.
 //!
-//! Live keys are the credentials and the callbacks: nothing else in the
-//! process was built from them (the etcd client, the listeners, the data
+//! Live keys are the credentials, the callbacks and the TLS files of
+//! PostgreSQL and the REST API (PostgreSQL is reloaded, the API's listener
+//! takes its TLS configuration per connection): nothing else in the process
+//! was built from them (the etcd client, the listeners' addresses, the data
 //! directory, the log were). Everything else keeps its running value until
 //! pgpilot restarts.
 
@@ -13,7 +15,7 @@ use serde_json::Value;
 use super::Config;
 
 /// Keys (or whole sections) a running member takes from a re-read file.
-pub const LIVE_KEYS: [&str; 7] = [
+pub const LIVE_KEYS: [&str; 9] = [
     "postgresql.authentication.superuser.password",
     "postgresql.authentication.replication.password",
     "api.username",
@@ -21,6 +23,8 @@ pub const LIVE_KEYS: [&str; 7] = [
     "metrics.username",
     "metrics.password",
     "postgresql.callbacks",
+    "postgresql.tls",
+    "api.tls",
 ];
 
 /// Is `key` (dotted, as in [`changed_keys`]) one of [`LIVE_KEYS`] or inside one?
@@ -134,6 +138,8 @@ pub fn merge(running: &Config, file: &Config) -> Config {
     merged.metrics.username = file.metrics.username.clone();
     merged.metrics.password = file.metrics.password.clone();
     merged.postgresql.callbacks = file.postgresql.callbacks.clone();
+    merged.postgresql.tls = file.postgresql.tls.clone();
+    merged.api.tls = file.api.tls.clone();
     merged
 }
 
@@ -211,6 +217,25 @@ mod tests {
                     "postgresql.callbacks.callback_timeout",
                     "postgresql.callbacks.on_role_change",
                 ],
+                &[],
+            ),
+            (
+                "TLS turned on for PostgreSQL and the API is applied live",
+                |c| {
+                    let files = crate::config::PostgresTls {
+                        cert_file: "/tls/cert.pem".into(),
+                        key_file: "/tls/key.pem".into(),
+                        ca_file: Some("/tls/ca.pem".into()),
+                    };
+                    c.postgresql.tls = Some(files);
+                    c.api.tls = Some(crate::config::ApiTls {
+                        cert_file: "/tls/cert.pem".into(),
+                        key_file: "/tls/key.pem".into(),
+                        ca_file: Some("/tls/ca.pem".into()),
+                        verify_client: Default::default(),
+                    });
+                },
+                &["api.tls", "postgresql.tls"],
                 &[],
             ),
             (

@@ -46,7 +46,9 @@ pub fn member_file(shared: &Shared) -> Result<ReloadPlan, String> {
         );
     }
     if plan.live.is_empty() {
-        tracing::info!(file = %path.display(), "reload: no credential or callback changed");
+        tracing::info!(file = %path.display(), "reload: no credential, callback or TLS setting changed");
+        // The same files may hold a renewed certificate.
+        refresh_tls(shared, &running);
         return Ok(plan);
     }
     let merged = merge(&running, &file);
@@ -64,16 +66,56 @@ pub fn member_file(shared: &Shared) -> Result<ReloadPlan, String> {
         tracing::error!("reload of the member file refused: {message}");
         return Err(message);
     }
+    let merged = Arc::new(merged);
     shared.apply_reload(
-        Arc::new(merged),
+        merged.clone(),
         plan.changes_role_passwords(),
         plan.changes_callbacks(),
     );
+    refresh_tls(shared, &merged);
     tracing::info!(
         keys = %plan.live.join(", "),
         "reload: applied without a restart"
     );
     Ok(plan)
+}
+
+/// Read the TLS files again: the REST API's new connections get the
+/// configuration of `config` (TLS on, off, or a renewed certificate), and
+/// PostgreSQL is reloaded when it uses TLS (it re-reads `ssl_cert_file` and
+/// friends on SIGHUP; turning TLS on or off follows at the HA loop's next
+/// cycle, which rewrites postgresql.conf and pg_hba.conf and reloads).
+fn refresh_tls(shared: &Shared, config: &Config) {
+    if let Some(slot) = shared.api_tls.get() {
+        match config
+            .api
+            .tls
+            .as_ref()
+            .map(crate::api::tls::server_config)
+            .transpose()
+        {
+            Ok(tls) => {
+                let on = tls.is_some();
+                if let Ok(mut current) = slot.write() {
+                    if on || current.is_some() {
+                        tracing::info!(tls = on, "REST API: TLS configuration re-read");
+                    }
+                    *current = tls;
+                }
+            }
+            Err(e) => tracing::error!(
+                key = %e.key,
+                "REST API keeps its TLS configuration: {}",
+                e.message
+            ),
+        }
+    }
+    if config.postgresql.tls.is_some() {
+        match shared.postgres.reload_now() {
+            Ok(()) => tracing::info!("PostgreSQL reloaded: it re-reads its TLS files"),
+            Err(e) => tracing::warn!(error = %e, "cannot reload PostgreSQL"),
+        }
+    }
 }
 
 /// One line for an operator: what a reload applied and what waits.

@@ -32,6 +32,9 @@ pub fn managed_parameter(name: &str) -> Option<&'static str> {
     })
 }
 
+/// The parameters `[postgresql.tls]` sets.
+pub const TLS_PARAMETERS: [&str; 4] = ["ssl", "ssl_cert_file", "ssl_key_file", "ssl_ca_file"];
+
 /// Defaults an HA member needs; the operator may override any of them.
 fn defaults() -> BTreeMap<String, ParamValue> {
     let mut d = BTreeMap::new();
@@ -172,6 +175,15 @@ pub fn render_postgresql_conf(
         "cluster_name".into(),
         ParamValue::Text(config.cluster.name.clone()),
     );
+    if let Some(tls) = &pg.tls {
+        let path = |p: &std::path::Path| ParamValue::Text(p.display().to_string());
+        params.insert("ssl".into(), ParamValue::Bool(true));
+        params.insert("ssl_cert_file".into(), path(&tls.cert_file));
+        params.insert("ssl_key_file".into(), path(&tls.key_file));
+        if let Some(ca) = &tls.ca_file {
+            params.insert("ssl_ca_file".into(), path(ca));
+        }
+    }
     if let Some(commands) = WalCommands::for_config(config) {
         // WAL goes to the backup repository through pgpilot itself; an
         // operator may still choose archive_mode = always.
@@ -213,22 +225,27 @@ pub fn render_postgresql_conf(
     out
 }
 
-/// pg_hba.conf: the operator's lines, or password rules for the pgpilot roles.
+/// pg_hba.conf: the operator's lines, or password rules for the pgpilot
+/// roles (`hostssl` for TCP when `[postgresql.tls]` is set: a remote login
+/// without TLS matches no line and is refused).
 pub fn render_pg_hba(config: &Config) -> String {
     let mut out = String::from("# Written by pgpilot; set postgresql.pg_hba to change it.\n");
     if config.postgresql.pg_hba.is_empty() {
         let repl = &config.postgresql.authentication.replication.username;
+        let host = if config.postgresql.tls.is_some() {
+            "hostssl"
+        } else {
+            "host"
+        };
         out.push_str("local   all          all                       scram-sha-256\n");
-        let _ = writeln!(
-            out,
-            "host    replication  {repl:<12} 0.0.0.0/0      scram-sha-256"
-        );
-        let _ = writeln!(
-            out,
-            "host    replication  {repl:<12} ::/0           scram-sha-256"
-        );
-        out.push_str("host    all          all          0.0.0.0/0      scram-sha-256\n");
-        out.push_str("host    all          all          ::/0           scram-sha-256\n");
+        for (database, user) in [("replication", repl.as_str()), ("all", "all")] {
+            for net in ["0.0.0.0/0", "::/0"] {
+                let _ = writeln!(
+                    out,
+                    "{host:<7} {database:<12} {user:<12} {net:<14} scram-sha-256"
+                );
+            }
+        }
     } else {
         for line in &config.postgresql.pg_hba {
             out.push_str(line);
@@ -316,6 +333,39 @@ mod tests {
         assert!(conf.contains(" archive-get --config ''/etc/pgpilot/my member.toml'' %f %p'"));
         let plain = render_postgresql_conf(&config(), &Parameters::default(), None);
         assert!(!plain.contains("archive_command"));
+    }
+
+    #[test]
+    fn tls_turns_ssl_on_and_remote_rules_into_hostssl() {
+        let mut cfg = config();
+        let plain_hba = render_pg_hba(&cfg);
+        assert!(plain_hba
+            .contains("\nhost    all          all          0.0.0.0/0      scram-sha-256\n"));
+        assert!(!plain_hba.contains("hostssl"));
+        assert!(!render_postgresql_conf(&cfg, &Parameters::default(), None).contains("ssl"));
+        cfg.postgresql.tls = Some(crate::config::PostgresTls {
+            cert_file: "/tls/cert.pem".into(),
+            key_file: "/tls/key.pem".into(),
+            ca_file: Some("/tls/ca.pem".into()),
+        });
+        let conf = render_postgresql_conf(&cfg, &Parameters::default(), None);
+        for line in [
+            "ssl = on\n",
+            "ssl_cert_file = '/tls/cert.pem'\n",
+            "ssl_key_file = '/tls/key.pem'\n",
+            "ssl_ca_file = '/tls/ca.pem'\n",
+        ] {
+            assert!(conf.contains(line), "{line}: {conf}");
+        }
+        let hba = render_pg_hba(&cfg);
+        assert_eq!(
+            hba.lines().filter(|l| l.starts_with("hostssl ")).count(),
+            4,
+            "{hba}"
+        );
+        assert!(!hba.lines().any(|l| l.starts_with("host ")), "{hba}");
+        // The local socket is unchanged.
+        assert!(hba.contains("\nlocal   all          all                       scram-sha-256\n"));
     }
 
     #[test]

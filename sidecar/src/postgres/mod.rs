@@ -551,6 +551,11 @@ impl Postgres {
     }
 
     pub async fn reload(&self) -> Result<(), PgError> {
+        self.reload_now()
+    }
+
+    /// SIGHUP to the postmaster, if it runs.
+    pub fn reload_now(&self) -> Result<(), PgError> {
         match self.postmaster_pid() {
             Some(pid) => process::signal(pid, Signal::SIGHUP),
             None => Ok(()),

@@ -5,10 +5,16 @@ use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
-use super::{etcd, files, member, pgbouncer, snapctl, Outcome, SnapError, SnapPaths, DAEMON_UID};
+use super::{
+    etcd, files, member, pgbouncer, snapctl, tls, Outcome, SnapError, SnapPaths, DAEMON_UID,
+};
 
-/// The three key trees the snap reads.
-const TREES: [&str; 3] = ["pgpilot", "etcd", "pgbouncer"];
+/// The key trees the snap reads.
+const TREES: [&str; 4] = ["pgpilot", "etcd", "pgbouncer", "tls"];
+
+/// The pseudo-service of the `tls.*` files: nothing to restart, a running
+/// pgpilot is reloaded when they change.
+const TLS_FILES: &str = "tls";
 
 /// A service's rendered files: (path, new content or `None` to remove).
 struct ServiceFiles {
@@ -30,8 +36,12 @@ fn missing_note(app: &str, keys: &[String]) -> String {
 /// Render every service's files from the trees; nothing is written here.
 fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapError> {
     let tree = |name: &str| doc.get(name).cloned().unwrap_or(Value::Null);
+    // First: a refused tls.* key leaves everything as it was.
+    let tls_files = tls::render(&tree("tls"))?;
+    let tls_paths = tls::TlsPaths::new(paths);
+    let member_tls = tls_files.as_ref().map(|_| &tls_paths);
     let member_missing = paths.etc("pgpilot").join("pgpilot.missing");
-    let pgpilot = match member::render(&tree("pgpilot"), paths)? {
+    let pgpilot = match member::render(&tree("pgpilot"), paths, member_tls)? {
         Outcome::Ready(text) => vec![(paths.member_file(), Some(text)), (member_missing, None)],
         Outcome::Missing(keys) => vec![
             (paths.member_file(), None),
@@ -53,6 +63,11 @@ fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapE
     };
     let bouncer = pgbouncer::render(&tree("pgbouncer"), paths)?;
     Ok(vec![
+        // Written before the member file that names them.
+        ServiceFiles {
+            app: TLS_FILES,
+            files: tls_paths.files(tls_files.as_ref()),
+        },
         ServiceFiles {
             app: "pgpilot",
             files: pgpilot,
@@ -115,8 +130,24 @@ pub fn configure() -> Result<(), String> {
     let mut changed_apps = Vec::new();
     // The member file before and after, when it changed.
     let mut member_change: Option<(Option<String>, Option<String>)> = None;
+    let mut tls_changed = false;
+    // TLS turned off: its files go last, once nothing in force names them.
+    let mut tls_removed = Vec::new();
     for service in &rendered {
         let mut changed = false;
+        if service.app == TLS_FILES {
+            if service.files.iter().any(|(_, c)| c.is_some()) {
+                files::make_dir(&paths.etc(TLS_FILES), 0o700, DAEMON_UID)?;
+            } else {
+                for (path, _) in &service.files {
+                    if files::read(path)?.is_some() {
+                        tls_removed.push(path.clone());
+                        tls_changed = true;
+                    }
+                }
+                continue;
+            }
+        }
         for (path, content) in &service.files {
             let old = files::read(path)?;
             let differs = match content {
@@ -136,31 +167,64 @@ pub fn configure() -> Result<(), String> {
                 member_change = Some((old, content.clone()));
             }
         }
-        if changed {
+        if changed && service.app == TLS_FILES {
+            tls_changed = true;
+        } else if changed {
             changed_apps.push(format!("{}.{}", paths.instance, service.app));
         }
     }
+    let pgpilot = format!("{}.pgpilot", paths.instance);
+    if tls_changed && !changed_apps.contains(&pgpilot) {
+        // New certificate files under an unchanged member file (a
+        // renewal): the running pgpilot re-reads them on SIGHUP.
+        changed_apps.push(pgpilot.clone());
+        member_change = Some((None, None));
+    }
+    let removed = || -> Result<(), String> {
+        for path in &tls_removed {
+            files::remove(path)?;
+        }
+        Ok(())
+    };
     if changed_apps.is_empty() {
-        return Ok(());
+        return removed();
     }
     let mut active: Vec<String> = snapctl::services(&changed_apps)?
         .into_iter()
         .filter(|(_, active)| *active)
         .map(|(name, _)| name)
         .collect();
-    let pgpilot = format!("{}.pgpilot", paths.instance);
     if let (Some(at), Some((old, new))) = (
         active.iter().position(|a| *a == pgpilot),
         member_change.as_ref(),
     ) {
-        match member_action(old.as_deref(), new.as_deref(), &paths) {
+        let action = match (old, new) {
+            // Only the certificate files changed: the file in force is read.
+            (None, None) => MemberAction::Reload {
+                keys: vec!["the TLS files (tls.*)".into()],
+            },
+            _ => member_action(old.as_deref(), new.as_deref(), &paths),
+        };
+        let action = match action {
+            MemberAction::Nothing if tls_changed => MemberAction::Reload {
+                keys: vec!["the TLS files (tls.*)".into()],
+            },
+            other => other,
+        };
+        match action {
             MemberAction::Nothing => {
                 active.remove(at);
             }
             MemberAction::Reload { keys } => {
                 // The running member's pid file: where its (unchanged) data
-                // directory says.
-                let signalled = old
+                // directory says (the file in force, when only TLS files changed).
+                let in_force = old.clone().or_else(|| {
+                    files::read(&paths.member_file())
+                        .ok()
+                        .flatten()
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                });
+                let signalled = in_force
                     .as_deref()
                     .and_then(|t| crate::config::Config::parse(t, &paths.member_file()).ok())
                     .ok_or_else(|| "the old member file is unreadable".to_string())
@@ -188,7 +252,7 @@ pub fn configure() -> Result<(), String> {
         println!("restarting {} (configuration changed)", active.join(", "));
         snapctl::restart(&active)?;
     }
-    Ok(())
+    removed()
 }
 
 /// Exit status of `pgpilot snap signal-member` when no running pgpilot
@@ -368,7 +432,10 @@ mod tests {
         let paths = crate::snap::test_paths();
         let doc = nest(&defaults("host1", "pw1", "pw2"));
         let services = render_all(&doc, &paths).unwrap();
-        for s in &services {
+        // TLS is off by default: its files are absent.
+        let tls = services.iter().find(|s| s.app == TLS_FILES).unwrap();
+        assert!(tls.files.iter().all(|(_, c)| c.is_none()));
+        for s in services.iter().filter(|s| s.app != TLS_FILES) {
             for (path, content) in &s.files {
                 let missing = path.extension().is_some_and(|e| e == "missing");
                 assert_eq!(
@@ -395,7 +462,7 @@ mod tests {
                     pairs.push((key.to_string(), value.clone()));
                 }
             }
-            match member::render(&nest(&pairs)["pgpilot"], &paths).unwrap() {
+            match member::render(&nest(&pairs)["pgpilot"], &paths, None).unwrap() {
                 Outcome::Ready(text) => Some(text),
                 Outcome::Missing(_) => None,
             }

@@ -144,7 +144,15 @@ const HEADER: &str = "# Written by the charmed-postgresql snap's configure hook 
 # `snap get charmed-postgresql pgpilot`. Do not edit: change it with `snap set`.\n\n";
 
 /// The member file for the `pgpilot` tree, or the first setting it lacks.
-pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<String>, SnapError> {
+/// `tls`: the unit's certificate files (`tls.*` set): `[postgresql.tls]`
+/// and `[api.tls]` name them, unless the tree sets those sections itself.
+/// The files themselves were checked in memory ([`super::tls::render`]);
+/// they are written before this file.
+pub fn render(
+    tree: &Value,
+    paths: &SnapPaths,
+    tls: Option<&super::tls::TlsPaths>,
+) -> Result<Outcome<String>, SnapError> {
     let mut root = match tree {
         Value::Null => Map::new(),
         Value::String(s) if s.is_empty() => Map::new(),
@@ -170,7 +178,7 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<String>, SnapEr
             .map_err(|e| SnapError::new("pgpilot", format!("cannot be written as TOML: {e}")))?;
         let text = format!("{HEADER}{body}");
         match Config::parse(&text, &path) {
-            Ok(_) => return Ok(Outcome::Ready(text)),
+            Ok(_) => return with_tls(root, tls).map(Outcome::Ready),
             Err(ConfigError::Invalid { key, message, .. }) => {
                 if message.starts_with("missing field") {
                     return Ok(Outcome::Missing(vec![snap_key(&key)]));
@@ -204,6 +212,24 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<String>, SnapEr
     ))
 }
 
+/// The checked tree with TLS's sections added, as the member file's text.
+fn with_tls(
+    mut root: Map<String, Value>,
+    tls: Option<&super::tls::TlsPaths>,
+) -> Result<String, SnapError> {
+    if let Some(tls) = tls {
+        super::tls::check_parameters(&root)?;
+        for (at, section) in super::tls::member_sections(tls) {
+            default_at(&mut root, at, section);
+        }
+    }
+    let toml_value =
+        to_toml(&Value::Object(root)).ok_or_else(|| SnapError::new("pgpilot", "is empty"))?;
+    let body = toml::to_string(&toml_value)
+        .map_err(|e| SnapError::new("pgpilot", format!("cannot be written as TOML: {e}")))?;
+    Ok(format!("{HEADER}{body}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +259,7 @@ mod tests {
     }
 
     fn ready(t: &Value) -> Config {
-        match render(t, &paths()).unwrap() {
+        match render(t, &paths(), None).unwrap() {
             Outcome::Ready(text) => Config::parse(&text, std::path::Path::new("x")).unwrap(),
             Outcome::Missing(m) => panic!("missing {m:?}"),
         }
@@ -271,22 +297,22 @@ mod tests {
     fn bad_values_name_the_snap_key() {
         let mut t = tree();
         t["postgresql"]["port"] = json!("abc");
-        let e = render(&t, &paths()).unwrap_err();
+        let e = render(&t, &paths(), None).unwrap_err();
         assert_eq!(e.key, "pgpilot.postgresql.port");
 
         let mut t = tree();
         t["bootstrap"]["loop-wait"] = json!(30);
-        let e = render(&t, &paths()).unwrap_err();
+        let e = render(&t, &paths(), None).unwrap_err();
         assert_eq!(e.key, "pgpilot.bootstrap.ttl", "{e}");
 
         let mut t = tree();
         t["cluster"]["colour"] = json!("blue");
-        let e = render(&t, &paths()).unwrap_err();
+        let e = render(&t, &paths(), None).unwrap_err();
         assert_eq!(e.key, "pgpilot.cluster.colour");
 
         let mut t = tree();
         t["cluster"]["bad_key"] = json!("x");
-        let e = render(&t, &paths()).unwrap_err();
+        let e = render(&t, &paths(), None).unwrap_err();
         assert_eq!(e.key, "pgpilot.cluster.bad_key");
     }
 
@@ -294,7 +320,7 @@ mod tests {
     fn a_password_with_a_newline_is_refused_without_showing_it() {
         let mut t = tree();
         t["postgresql"]["authentication"]["replication"]["password"] = json!("abc\ndef");
-        let e = render(&t, &paths()).unwrap_err();
+        let e = render(&t, &paths(), None).unwrap_err();
         assert_eq!(
             e.key,
             "pgpilot.postgresql.authentication.replication.password"
@@ -303,15 +329,42 @@ mod tests {
     }
 
     #[test]
+    fn tls_names_the_unit_files_unless_the_tree_sets_its_own() {
+        let tls = super::super::tls::TlsPaths::new(&paths());
+        let text = match render(&tree(), &paths(), Some(&tls)).unwrap() {
+            Outcome::Ready(text) => text,
+            Outcome::Missing(m) => panic!("missing {m:?}"),
+        };
+        let doc: toml::Value = toml::from_str(&text).unwrap();
+        let cert = "/var/snap/charmed-postgresql/x1/etc/tls/cert.pem";
+        assert_eq!(doc["postgresql"]["tls"]["cert_file"].as_str(), Some(cert));
+        assert_eq!(doc["api"]["tls"]["cert_file"].as_str(), Some(cert));
+        assert_eq!(
+            doc["api"]["tls"]["ca_file"].as_str(),
+            Some("/var/snap/charmed-postgresql/x1/etc/tls/ca.pem")
+        );
+        // The same tree without TLS has neither section.
+        let Outcome::Ready(plain) = render(&tree(), &paths(), None).unwrap() else {
+            panic!("not ready")
+        };
+        assert!(!plain.contains("tls"), "{plain}");
+        // A TLS parameter of the operator's is refused while TLS is on.
+        let mut t = tree();
+        t["postgresql"]["parameters"]["ssl"] = json!("on");
+        let e = render(&t, &paths(), Some(&tls)).unwrap_err();
+        assert_eq!(e.key, "pgpilot.postgresql.parameters.ssl");
+    }
+
+    #[test]
     fn a_missing_setting_is_reported_not_refused() {
         let mut t = tree();
         t["cluster"].as_object_mut().unwrap().remove("name");
-        match render(&t, &paths()).unwrap() {
+        match render(&t, &paths(), None).unwrap() {
             Outcome::Missing(keys) => assert_eq!(keys, vec!["pgpilot.cluster.name"]),
             Outcome::Ready(_) => panic!("rendered without a name"),
         }
         assert!(matches!(
-            render(&Value::Null, &paths()).unwrap(),
+            render(&Value::Null, &paths(), None).unwrap(),
             Outcome::Missing(_)
         ));
     }

@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod member;
 pub mod pgbouncer;
 pub mod snapctl;
+pub mod tls;
 
 use std::path::PathBuf;
 
@@ -139,7 +140,7 @@ impl SnapPaths {
     /// Directories the install hook creates: path, mode, owned by `_daemon_`.
     pub fn directories(&self) -> Vec<(PathBuf, u32)> {
         let mut dirs = vec![(self.snap_data.join("etc"), 0o755)];
-        for service in ["pgpilot", "etcd", "pgbouncer"] {
+        for service in ["pgpilot", "etcd", "pgbouncer", "tls"] {
             dirs.push((self.etc(service), 0o700));
         }
         for (rest, mode) in [
