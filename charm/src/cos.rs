@@ -57,6 +57,8 @@ pub struct Topology {
     pub model: String,
     pub model_uuid: String,
     pub application: String,
+    /// `postgresql/0`.
+    pub unit: String,
 }
 
 /// pgpilot's metrics endpoint on this unit.
@@ -95,10 +97,11 @@ pub fn agent_config(topology: &Topology, target: &MetricsTarget) -> Result<Strin
 
 /// The one scrape job: pgpilot's `/metrics` on this unit. The job name is
 /// never empty (an empty one crash-loops grafana-agent,
-/// canonical/postgresql-operator#1469).
+/// canonical/postgresql-operator#1469) and names the unit, so that the
+/// jobs of all units can sit in one Prometheus configuration.
 pub fn scrape_job(topology: &Topology, target: &MetricsTarget) -> Value {
     let mut job = json!({
-        "job_name": format!("{}_{METRICS_JOB}", sanitize(&topology.application)),
+        "job_name": format!("{}_{METRICS_JOB}", sanitize(&topology.unit)),
         "metrics_path": "/metrics",
         "scheme": if target.tls { "https" } else { "http" },
         "static_configs": [{"targets": [format!("{}:{}", target.address, target.port)]}],

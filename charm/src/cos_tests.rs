@@ -8,6 +8,7 @@ fn topology() -> Topology {
         model: "prod-db".into(),
         model_uuid: "0123abcd-4567-89ef-0123-456789abcdef".into(),
         application: "pg-main".into(),
+        unit: "pg-main/2".into(),
     }
 }
 
@@ -91,7 +92,7 @@ fn one_scrape_job_for_this_units_metrics() {
     assert_eq!(
         job,
         json!({
-            "job_name": "pg_main_pgpilot",
+            "job_name": "pg_main_2_pgpilot",
             "metrics_path": "/metrics",
             "scheme": "http",
             "static_configs": [{"targets": ["10.0.0.7:8008"]}],

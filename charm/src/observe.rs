@@ -79,6 +79,8 @@ pub struct Observed {
     pub unit: String,
     pub app: String,
     pub model: String,
+    /// JUJU_MODEL_UUID (empty when Juju does not say).
+    pub model_uuid: String,
     /// The `disable` file exists: nothing else was read.
     pub disabled: bool,
     pub host: HostFacts,
@@ -135,6 +137,7 @@ impl Observed {
             unit: ctx.unit.clone(),
             app: ctx.app.clone(),
             model: ctx.model.clone(),
+            model_uuid: ctx.model_uuid.clone().unwrap_or_default(),
             disabled: false,
             host,
             is_leader: false,

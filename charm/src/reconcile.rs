@@ -8,7 +8,8 @@
 //!
 //! 1. the snap: installed (resource file, else the pinned revision), held;
 //! 2. the options: checked before anything is applied;
-//! 3. the peer relation and this unit's address (published in its bag);
+//! 3. the peer relation and this unit's address (published in its bag,
+//!    and in its `cos-agent` document: reconcile/cos.rs);
 //! 4. the passwords: the leader creates the application secret once;
 //!    `system-users` overrides it;
 //! 5. etcd membership (leader): departed units removed, a started learner
@@ -44,6 +45,7 @@ use crate::snap::{self, SERVICE_ETCD, SERVICE_PGPILOT};
 use crate::status::{msg, Status};
 use crate::tools::LogLevel;
 
+mod cos;
 mod extensions;
 mod membership;
 mod rolling;
@@ -248,6 +250,7 @@ impl<'a> Reconciler<'a> {
         self.set_unit(peer::UNIT_IP, ip.clone());
         self.set_unit(peer::UNIT_MEMBER, me.clone());
         self.flush_unit();
+        self.publish_cos(&ip);
 
         // 4. The passwords.
         let passwords = match self.passwords() {
@@ -337,6 +340,14 @@ impl<'a> Reconciler<'a> {
         self.reinit_if_broken();
 
         blocked.unwrap_or(status)
+    }
+
+    /// The `cos-agent` relations: this unit's document in its bag.
+    fn publish_cos(&mut self, ip: &str) {
+        match cos::cos_agent_steps(self.o, ip) {
+            Ok(steps) => self.plan.steps.extend(steps),
+            Err(e) => self.plan.log(LogLevel::Error, e.to_string()),
+        }
     }
 
     fn install(&mut self) -> Status {

@@ -17,6 +17,7 @@ fn prometheus_bin() -> PathBuf {
 
 pub struct Prometheus {
     child: Option<Child>,
+    pub host: String,
     pub port: u16,
     pub log_path: PathBuf,
 }
@@ -39,9 +40,6 @@ impl Prometheus {
     /// (`host:port`) at `/metrics` every `interval`, job "pgpilot", and wait
     /// until it is ready.
     pub async fn start(dir: &Path, targets: &[String], interval: Duration) -> anyhow::Result<Self> {
-        let port = free_port();
-        let home = dir.join("prometheus");
-        std::fs::create_dir_all(&home)?;
         let seconds = interval.as_secs().max(1);
         let list = targets
             .iter()
@@ -53,6 +51,16 @@ impl Prometheus {
              evaluation_interval: {seconds}s\nscrape_configs:\n  - job_name: pgpilot\n    \
              metrics_path: /metrics\n    static_configs:\n      - targets: [{list}]\n"
         );
+        Self::start_with_config(dir, "127.0.0.1", &config).await
+    }
+
+    /// Start a server under `dir/prometheus` with the configuration file
+    /// `config` (YAML, or JSON, which YAML includes), listening on `host`
+    /// (a loopback address), and wait until it is ready.
+    pub async fn start_with_config(dir: &Path, host: &str, config: &str) -> anyhow::Result<Self> {
+        let port = free_port();
+        let home = dir.join("prometheus");
+        std::fs::create_dir_all(&home)?;
         let config_path = home.join("prometheus.yml");
         std::fs::write(&config_path, config)?;
         let log_path = dir.join("prometheus.log");
@@ -63,7 +71,7 @@ impl Prometheus {
                 "--storage.tsdb.path={}",
                 home.join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.listen-address={host}:{port}"))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -76,6 +84,7 @@ impl Prometheus {
             })?;
         let mut server = Prometheus {
             child: Some(child),
+            host: host.to_string(),
             port,
             log_path,
         };
@@ -84,7 +93,7 @@ impl Prometheus {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}:{}{path}", self.host, self.port)
     }
 
     async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
@@ -101,6 +110,20 @@ impl Prometheus {
         })
         .await;
         result.map_err(|e| anyhow::anyhow!("{e:#}\n--- prometheus log ---\n{}", self.log_tail(30)))
+    }
+
+    /// `GET path` of the HTTP API (e.g. `/api/v1/rules`): its `data`.
+    pub async fn api(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let client = crate::http::client();
+        let reply = crate::http::request(&client, reqwest::Method::GET, &self.url(path)).await?;
+        let body = reply.json()?;
+        anyhow::ensure!(
+            body["status"] == "success",
+            "GET {path}: {} {}",
+            reply.status,
+            reply.body
+        );
+        Ok(body["data"].clone())
     }
 
     /// The `result` array of an instant query through `/api/v1/query`.
@@ -164,12 +187,8 @@ impl Prometheus {
     /// The scrape targets' health as Prometheus sees them (`/api/v1/targets`):
     /// (instance, health, last error).
     pub async fn targets(&self) -> anyhow::Result<Vec<(String, String, String)>> {
-        let client = crate::http::client();
-        let reply =
-            crate::http::request(&client, reqwest::Method::GET, &self.url("/api/v1/targets"))
-                .await?;
-        let body = reply.json()?;
-        Ok(body["data"]["activeTargets"]
+        let data = self.api("/api/v1/targets").await?;
+        Ok(data["activeTargets"]
             .as_array()
             .cloned()
             .unwrap_or_default()
