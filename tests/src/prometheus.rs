@@ -128,20 +128,13 @@ impl Prometheus {
 
     /// The `result` array of an instant query through `/api/v1/query`.
     async fn results(&self, expr: &str) -> anyhow::Result<Vec<serde_json::Value>> {
-        let client = crate::http::client();
         let url = reqwest::Url::parse_with_params(&self.url("/api/v1/query"), &[("query", expr)])?;
-        let reply = crate::http::request(&client, reqwest::Method::GET, url.as_str()).await?;
-        let body = reply.json()?;
-        anyhow::ensure!(
-            body["status"] == "success",
-            "query {expr:?} failed: {} {}",
-            reply.status,
-            reply.body
-        );
-        Ok(body["data"]["result"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default())
+        let path = format!("/api/v1/query?{}", url.query().unwrap_or_default());
+        let data = self
+            .api(&path)
+            .await
+            .map_err(|e| anyhow::anyhow!("query {expr:?} failed: {e:#}"))?;
+        Ok(data["result"].as_array().cloned().unwrap_or_default())
     }
 
     /// An instant query: the labels and value of each sample.

@@ -60,6 +60,17 @@ fn prometheus_config(docs: &[(String, Value)], rules_path: &str) -> anyhow::Resu
     Ok(serde_json::to_string_pretty(&config)?)
 }
 
+/// The names of the rule groups in `{"groups": [...]}` (a rules file, or
+/// Prometheus's `/api/v1/rules`).
+fn group_names(rules: &Value) -> anyhow::Result<BTreeSet<String>> {
+    Ok(rules["groups"]
+        .as_array()
+        .context("no groups")?
+        .iter()
+        .filter_map(|g| g["name"].as_str().map(str::to_string))
+        .collect())
+}
+
 /// base64 → xz → JSON, by Python's lzma (what grafana-agent's library runs).
 fn decode_dashboard(encoded: &str) -> anyhow::Result<Value> {
     use std::io::Write as _;
@@ -144,12 +155,7 @@ fn prometheus_from_the_published_cos_agent_data() -> anyhow::Result<()> {
     std::fs::write(&rules_path, serde_json::to_string_pretty(rules)?)?;
     let said = promtool(&["check", "rules", &rules_path.display().to_string()], None)?;
     eprintln!("promtool check rules: {}", said.trim());
-    let group_names: BTreeSet<String> = rules["groups"]
-        .as_array()
-        .context("groups")?
-        .iter()
-        .filter_map(|g| g["name"].as_str().map(str::to_string))
-        .collect();
+    let published_groups = group_names(rules)?;
 
     // Prometheus from that alone.
     let config = prometheus_config(&docs, &rules_path.display().to_string())?;
@@ -171,15 +177,9 @@ fn prometheus_from_the_published_cos_agent_data() -> anyhow::Result<()> {
         scraping.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    let loaded = rt.block_on(prom.api("/api/v1/rules"))?;
-    let loaded: BTreeSet<String> = loaded["groups"]
-        .as_array()
-        .context("rule groups")?
-        .iter()
-        .filter_map(|g| g["name"].as_str().map(str::to_string))
-        .collect();
+    let loaded = group_names(&rt.block_on(prom.api("/api/v1/rules"))?)?;
     assert_eq!(
-        loaded, group_names,
+        loaded, published_groups,
         "Prometheus loaded the published groups"
     );
 
