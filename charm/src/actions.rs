@@ -270,6 +270,7 @@ mod tests {
                 .iter()
                 .map(|u| (u.to_string(), format!("fresh-{u}")))
                 .collect(),
+            fresh_client_passwords: vec!["Fresh0client0pw0".into()],
             wake_command: None,
         };
         let mut o = Observed::empty(&ctx, host);

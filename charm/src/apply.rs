@@ -14,6 +14,7 @@ use crate::plan::{ActionPlan, Plan, Step};
 use crate::snap::{SnapDriver, SnapError};
 use crate::tools::{HookTools, LogLevel, NewSecret, SecretOwner, ToolError};
 
+mod client;
 mod extensions;
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -226,6 +227,10 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
             SWITCHOVER_TIMEOUT,
         )?,
         Step::SetExtensions { .. } => extensions::set_extensions(t, step, CTL_TIMEOUT)?,
+        Step::EnsureClientUser { .. }
+        | Step::DropClientUser { .. }
+        | Step::CreateRelationSecret { .. }
+        | Step::RemoveSecret { .. } => client::apply(t, step, CTL_TIMEOUT)?,
         Step::AlterRolePassword {
             host,
             port,

@@ -9,6 +9,11 @@ use crate::config::Machine;
 use crate::observe::{HostFacts, Passwords, SYSTEM_USERS};
 
 const PASSWORD_LEN: usize = 24;
+/// Passwords of the `database` relations' users: 16 letters and digits
+/// (today's length).
+pub const CLIENT_PASSWORD_LEN: usize = 16;
+/// How many relation users one hook may create.
+pub const FRESH_CLIENT_PASSWORDS: usize = 4;
 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 pub fn gather(unit: &str, charm_dir: &Path) -> std::io::Result<HostFacts> {
@@ -27,11 +32,15 @@ pub fn gather(unit: &str, charm_dir: &Path) -> std::io::Result<HostFacts> {
     for user in SYSTEM_USERS {
         fresh_passwords.insert(user.to_string(), random_password()?);
     }
+    let fresh_client_passwords = (0..FRESH_CLIENT_PASSWORDS)
+        .map(|_| random_password_of(CLIENT_PASSWORD_LEN))
+        .collect::<std::io::Result<_>>()?;
     Ok(HostFacts {
         now,
         machine: Machine { memory_mb, cpus },
         arch: arch(std::env::consts::ARCH).to_string(),
         fresh_passwords,
+        fresh_client_passwords,
         wake_command: std::env::var_os("PATH")
             .and_then(|path| find_program(&path, JUJU_EXEC))
             .map(|exec| wake_command(&exec, unit, charm_dir)),
@@ -89,20 +98,25 @@ pub fn arch(rust_arch: &str) -> &str {
 
 /// Letters and digits from the kernel's random source, without modulo bias.
 pub fn random_password() -> std::io::Result<String> {
-    let mut source = std::fs::File::open("/dev/urandom")?;
-    Ok(password_from(|buf| source.read_exact(buf)))
+    random_password_of(PASSWORD_LEN)
 }
 
-fn password_from(mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()>) -> String {
+/// `len` letters and digits from the kernel's random source.
+pub fn random_password_of(len: usize) -> std::io::Result<String> {
+    let mut source = std::fs::File::open("/dev/urandom")?;
+    Ok(password_from(len, |buf| source.read_exact(buf)))
+}
+
+fn password_from(len: usize, mut fill: impl FnMut(&mut [u8]) -> std::io::Result<()>) -> String {
     let limit = 256 - (256 % ALPHABET.len());
-    let mut out = String::with_capacity(PASSWORD_LEN);
+    let mut out = String::with_capacity(len);
     let mut buf = [0u8; 64];
-    while out.len() < PASSWORD_LEN {
+    while out.len() < len {
         if fill(&mut buf).is_err() {
             break;
         }
         for b in buf {
-            if (b as usize) < limit && out.len() < PASSWORD_LEN {
+            if (b as usize) < limit && out.len() < len {
                 out.push(ALPHABET[b as usize % ALPHABET.len()] as char);
             }
         }
@@ -158,5 +172,9 @@ mod tests {
         assert_ne!(p, random_password().unwrap());
         let h = gather("postgresql/0", Path::new("/charm")).unwrap();
         assert_eq!(h.fresh_passwords.len(), SYSTEM_USERS.len());
+        assert_eq!(h.fresh_client_passwords.len(), FRESH_CLIENT_PASSWORDS);
+        assert!(h.fresh_client_passwords.iter().all(
+            |p| p.len() == CLIENT_PASSWORD_LEN && p.bytes().all(|b| b.is_ascii_alphanumeric())
+        ));
     }
 }

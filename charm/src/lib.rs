@@ -8,6 +8,7 @@
 //!   databags), [`relation`] (the other applications' relations),
 //!   [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
+//!   [`client`] (the `database` endpoint: requests, SQL, answers),
 //!   [`cos`] (what a unit publishes to the COS agent),
 //!   [`plan`] (steps);
 //! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
@@ -19,6 +20,7 @@
 
 pub mod actions;
 pub mod apply;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod context;

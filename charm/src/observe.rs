@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use crate::client::ClientsView;
 use crate::cluster::{self, ClusterMember};
 use crate::config::{self, Machine};
 use crate::context::{member_name, Event, HookContext, PEER_ENDPOINT, RELATION_ENDPOINTS};
@@ -26,6 +27,8 @@ use crate::snap::{
 };
 use crate::status::Status;
 use crate::tools::{Bag, HookTools, ToolError};
+
+mod clients;
 
 /// The charm's resource holding the snap file.
 pub const SNAP_RESOURCE: &str = "charmed-postgresql-snap";
@@ -66,6 +69,8 @@ pub struct HostFacts {
     pub arch: String,
     /// Passwords to use if the leader has to generate them in this hook.
     pub fresh_passwords: Passwords,
+    /// Passwords for `database` relation users created in this hook.
+    pub fresh_client_passwords: Vec<String>,
     /// How pgpilot's callbacks wake this unit's charm (`juju-exec` running
     /// `dispatch` with `hooks/role-changed`); `None` when `juju-exec` is
     /// not on the hook's PATH.
@@ -113,6 +118,13 @@ pub struct Observed {
     /// The databases' extensions on the primary (leader, only when
     /// [`extensions::worth_reading`]); `None` when not read.
     pub extensions: Option<ExtensionsView>,
+    /// Roles, databases and version on the primary (leader, when it serves
+    /// `database` relations: [`clients::worth_reading`]); `None` when not
+    /// read.
+    pub clients: Option<ClientsView>,
+    /// The content of our `database` relations' secrets (leader), by URI;
+    /// an unreadable one is absent.
+    pub client_secrets: BTreeMap<String, BTreeMap<String, String>>,
     pub unit_status: Option<Status>,
     /// Leader only.
     pub app_status: Option<Status>,
@@ -155,6 +167,8 @@ impl Observed {
             cluster: None,
             dynamic_config: None,
             extensions: None,
+            clients: None,
+            client_secrets: BTreeMap::new(),
             unit_status: None,
             app_status: None,
             opened_ports: Vec::new(),
@@ -287,6 +301,8 @@ pub fn observe(
     }
 
     o.extensions = read_extensions(&o, snap);
+    o.clients = clients::read_view(&o, snap);
+    o.client_secrets = clients::read_secrets(&o, tools);
 
     o.unit_status = Some(tools.status_get(false)?);
     if o.is_leader {

@@ -3,11 +3,12 @@
 //! [`crate::apply`] carries it out in order and stops at the first step that
 //! fails.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::client::UserSpec;
 use crate::snap::is_secret_key;
 use crate::status::Status;
 use crate::tools::LogLevel;
@@ -104,6 +105,42 @@ pub enum Step {
         drop: Vec<String>,
         superuser_password: String,
     },
+    /// A `database` relation's user on the primary, as the superuser:
+    /// created or altered to `spec` with `password`, its database created
+    /// if missing and opened to it (docs/charm.md "database").
+    EnsureClientUser {
+        host: String,
+        port: u16,
+        user: String,
+        password: String,
+        database: String,
+        spec: UserSpec,
+        /// Groups it is in that `spec` does not name.
+        leave: BTreeSet<String>,
+        superuser_password: String,
+    },
+    /// A relation user dropped: no more logins, its sessions closed (on
+    /// the primary and on `replicas`), what it owns given to the superuser
+    /// in every database, then the role. Its databases stay.
+    DropClientUser {
+        host: String,
+        port: u16,
+        user: String,
+        replicas: Vec<(String, u16)>,
+        superuser_password: String,
+    },
+    /// secret-add --owner application --label, secret-grant to the
+    /// relation, and its URI into our application bag there under `key`.
+    CreateRelationSecret {
+        relation_id: String,
+        label: String,
+        key: String,
+        content: BTreeMap<String, String>,
+    },
+    /// secret-remove: every revision.
+    RemoveSecret {
+        id: String,
+    },
     /// ALTER ROLE ... PASSWORD on the primary, as the superuser.
     AlterRolePassword {
         host: String,
@@ -155,6 +192,25 @@ impl Step {
             Step::UpdateAppSecret { id, content } => {
                 format!("secret-set {id} ({} keys)", content.len())
             }
+            Step::EnsureClientUser {
+                host,
+                user,
+                database,
+                spec,
+                ..
+            } => format!(
+                "ensure user {user} (password <redacted>, {spec:?}) and database {database:?} on {host}"
+            ),
+            Step::DropClientUser { host, user, .. } => format!("drop user {user} on {host}"),
+            Step::CreateRelationSecret {
+                relation_id,
+                label,
+                content,
+                ..
+            } => format!(
+                "secret-add {label} ({} keys), granted to {relation_id}",
+                content.len()
+            ),
             Step::AlterRolePassword { host, role, .. } => {
                 format!("ALTER ROLE {role} PASSWORD <redacted> on {host}")
             }

@@ -19,7 +19,8 @@
 //!    it wait for the leader's grant (replicas first, the primary last, one
 //!    at a time, never a member that is starting);
 //! 8. leader: cluster-wide settings (`edit-config`), restart grants, the
-//!    plugin options' extensions in every database;
+//!    plugin options' extensions in every database, the `database`
+//!    relations' users and answers (reconcile/client.rs);
 //! 9. a member broken for [`REINIT_AFTER_SECS`] is reinitialised;
 //! 10. statuses, set only when they differ from what is shown.
 //!
@@ -46,6 +47,7 @@ use crate::status::{msg, Status};
 use crate::tools::LogLevel;
 
 mod cos;
+mod client;
 mod extensions;
 mod membership;
 mod rolling;
@@ -89,7 +91,8 @@ pub fn reconcile(o: &Observed) -> Plan {
     }
     // This unit leaves: from the hook that says so on, every hook only
     // tears down (an update-status in between must not start services).
-    let leaving = o.event.departing_unit() == Some(o.unit.as_str());
+    let leaving = o.event.departing_unit() == Some(o.unit.as_str())
+        || client::leaves_client_relation(&o.event, &o.unit);
     if leaving || r.unit_value(peer::UNIT_DEPARTING) == Some("true") {
         r.teardown();
         if leaving {
@@ -334,6 +337,8 @@ impl<'a> Reconciler<'a> {
                 self.plan.push(step);
             }
             blocked = self.manage_extensions(&cfg, &passwords);
+            let clients = self.manage_clients(&passwords);
+            blocked = blocked.or(clients);
         }
 
         // 9. A member that stays broken.

@@ -43,6 +43,7 @@ fn host() -> HostFacts {
             .iter()
             .map(|u| (u.to_string(), format!("fresh-{u}")))
             .collect(),
+        fresh_client_passwords: vec!["Fresh0client0pw0".into()],
         wake_command: None,
     }
 }

@@ -1,0 +1,345 @@
+//! The `database` endpoint of the packed charm (`$PGPILOT_CHARM`, with
+//! `$PGPILOT_SNAP`) on the model simulator: a client application (played by
+//! the test, as data_interfaces v0 does it) asks for a database, reads its
+//! secret, connects with the credentials, writes on `endpoints` and reads
+//! on `read-only-endpoints`; after a switchover the endpoints name the new
+//! primary; bad requests are refused with a status that says why; once the
+//! relation is removed the user cannot log in and the database stays.
+//! Nets 127.0.6 and 127.0.7.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgpilot_e2e::juju::checks::{self, operator_password, sql, DEPLOY};
+use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
+use pgpilot_e2e::snapd::checks::text;
+use pgpilot_e2e::snapd::Machine;
+use serde_json::json;
+
+/// What data_interfaces v0 requirers ask for by default.
+const REQUESTED_SECRETS: &str = r#"["username","password","tls","tls-ca","uris","read-only-uris","entity-name","entity-password"]"#;
+
+/// `psql URI -Atc QUERY` on a unit's machine: the client's connection,
+/// with the credentials of the published URI.
+fn client_sql(m: &Machine, uri: &str, query: &str) -> anyhow::Result<String> {
+    let out = m.run_app(
+        "psql",
+        &[uri, "-X", "-v", "ON_ERROR_STOP=1", "-Atc", query],
+        &[("PGCONNECT_TIMEOUT", "5")],
+    )?;
+    anyhow::ensure!(out.status.success(), "psql {query:?}: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `postgresql://user:pw@HOST:5432/db` for one `host:port`.
+fn uri_for(user: &str, password: &str, endpoint: &str, database: &str) -> String {
+    format!("postgresql://{user}:{password}@{endpoint}/{database}")
+}
+
+/// Wait for the answer to relation `rid`: our bag with `secret-user`, and
+/// that secret's content as the client reads it.
+fn answer(
+    d: &Deployment,
+    rid: u32,
+) -> anyhow::Result<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+    d.wait_for("the client's secret-user", DEPLOY, |d| {
+        let bag = d.local_app_data(rid);
+        let uri = bag
+            .get("secret-user")
+            .ok_or_else(|| anyhow::anyhow!("bag {bag:?}"))?;
+        let secret = d.secret_content(uri)?;
+        Ok((bag, secret))
+    })
+}
+
+fn any_machine(d: &Deployment) -> Arc<Machine> {
+    let unit = d.units().into_iter().next().expect("a unit");
+    d.machine(&unit).expect("machine")
+}
+
+/// The unit whose address is `endpoint`'s host.
+fn unit_at(d: &Deployment, endpoint: &str) -> String {
+    let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+    d.units()
+        .into_iter()
+        .find(|u| d.address(u) == host)
+        .unwrap_or_else(|| panic!("no unit at {endpoint}"))
+}
+
+/// Three units, one client: credentials in a secret, write on the primary,
+/// read on a replica; a switchover moves `endpoints` (through pgpilot's
+/// callback, not update-status) and the client writes again; the
+/// relation removed: the user cannot log in, its database stays.
+#[test]
+fn a_client_gets_a_database_and_follows_a_switchover() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = checks::deployment(&tmp, "127.0.6", DriverOptions::default())?;
+    let started = Instant::now();
+    d.add_units(3)?;
+    let rid = d.relate("database", "myapp", 1)?;
+    d.set_remote_app_data(
+        rid,
+        &[
+            ("database", "mydb"),
+            ("requested-secrets", REQUESTED_SECRETS),
+        ],
+    )?;
+    let (bag, secret) = answer(&d, rid)?;
+    eprintln!(
+        "secret-user after {:.1} s (3-unit deploy included)",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(bag["database"], "mydb", "{bag:?}");
+    assert!(
+        bag["version"].split('.').all(|p| p.parse::<u32>().is_ok()),
+        "{bag:?}"
+    );
+    assert!(bag.contains_key("secret-tls"), "{bag:?}");
+    for plain in ["username", "password", "uris"] {
+        assert!(!bag.contains_key(plain), "{plain} in plain text: {bag:?}");
+    }
+    let user = secret["username"].clone();
+    let password = secret["password"].clone();
+    assert_eq!(user, format!("relation-{rid}"));
+    assert!(
+        password.len() == 16 && password.bytes().all(|b| b.is_ascii_alphanumeric()),
+        "password {password:?}"
+    );
+    let tls = d.secret_content(&bag["secret-tls"])?;
+    assert_eq!(tls.get("tls").map(String::as_str), Some("False"), "{tls:?}");
+
+    // The primary serves the writes; every unit is up for reads once the
+    // cluster is settled.
+    d.wait_for("two read-only endpoints", DEPLOY, |d| {
+        let bag = d.local_app_data(rid);
+        let ro: Vec<&str> = bag["read-only-endpoints"].split(',').collect();
+        anyhow::ensure!(ro.len() == 2, "{bag:?}");
+        Ok(())
+    })?;
+    let (bag, secret) = answer(&d, rid)?;
+    let primary = bag["endpoints"].clone();
+    assert_eq!(
+        secret["uris"],
+        uri_for(&user, &password, &primary, "mydb"),
+        "{secret:?}"
+    );
+    let m = any_machine(&d);
+    client_sql(
+        &m,
+        &secret["uris"],
+        "CREATE TABLE items (n int); INSERT INTO items VALUES (1)",
+    )?;
+    assert_eq!(
+        client_sql(&m, &secret["uris"], "SELECT pg_is_in_recovery()")?,
+        "f"
+    );
+    let ro: Vec<String> = bag["read-only-endpoints"]
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    assert!(!ro.contains(&primary), "{ro:?}");
+    for endpoint in &ro {
+        let uri = uri_for(&user, &password, endpoint, "mydb");
+        d.wait_for(
+            &format!("the row on {endpoint}"),
+            Duration::from_secs(60),
+            |_| {
+                anyhow::ensure!(client_sql(&m, &uri, "SELECT pg_is_in_recovery()")? == "t");
+                anyhow::ensure!(client_sql(&m, &uri, "SELECT count(*) FROM items")? == "1");
+                Ok(())
+            },
+        )?;
+    }
+    // The read-only URI names both replicas.
+    assert_eq!(
+        client_sql(&m, &secret["read-only-uris"], "SELECT pg_is_in_recovery()")?,
+        "t"
+    );
+
+    // A switchover to a replica.
+    let old_primary = unit_at(&d, &primary);
+    let candidate = unit_at(&d, &ro[0]);
+    d.settle(DEPLOY)?;
+    let run = d.run_action(&candidate, "promote-to-primary", json!({"scope": "unit"}))?;
+    assert_eq!(run.status, "completed", "{}: {:?}", run.message, run.logs);
+    let switched = Instant::now();
+    let new_endpoint = d.wait_for(
+        "endpoints name the new primary",
+        Duration::from_secs(60),
+        |d| {
+            let bag = d.local_app_data(rid);
+            anyhow::ensure!(bag["endpoints"] == ro[0], "{bag:?}");
+            Ok(bag["endpoints"].clone())
+        },
+    )?;
+    let moved = switched.elapsed();
+    eprintln!(
+        "switchover {old_primary} -> {candidate}: endpoints moved {:.1} s after the action returned",
+        moved.as_secs_f64()
+    );
+    assert!(
+        moved < Duration::from_secs(30),
+        "the endpoints took {moved:?} (update-status is every 5 minutes: the callback should have done it)"
+    );
+    let secret = d.wait_for(
+        "the URIs name the new primary",
+        Duration::from_secs(30),
+        |d| {
+            let (_, secret) = answer(d, rid)?;
+            anyhow::ensure!(
+                secret["uris"] == uri_for(&user, &password, &new_endpoint, "mydb"),
+                "{secret:?}"
+            );
+            Ok(secret)
+        },
+    )?;
+    assert_eq!(secret["password"], password, "the password stays");
+    client_sql(&m, &secret["uris"], "INSERT INTO items VALUES (2)")?;
+    assert_eq!(
+        client_sql(&m, &secret["uris"], "SELECT count(*) FROM items")?,
+        "2"
+    );
+    let old = uri_for(&user, &password, &primary, "mydb");
+    d.wait_for("the old primary serves reads", DEPLOY, |d| {
+        let bag = d.local_app_data(rid);
+        anyhow::ensure!(bag["read-only-endpoints"].contains(&primary), "{bag:?}");
+        anyhow::ensure!(client_sql(&m, &old, "SELECT count(*) FROM items")? == "2");
+        Ok(())
+    })?;
+
+    // The relation removed: the user goes, its database stays.
+    let secret_uri = d.local_app_data(rid)["secret-user"].clone();
+    d.unrelate(rid)?;
+    let uri = uri_for(&user, &password, &new_endpoint, "mydb");
+    d.wait_for(
+        "the user can no longer log in",
+        Duration::from_secs(120),
+        |_| {
+            let e = client_sql(&m, &uri, "SELECT 1")
+                .err()
+                .ok_or_else(|| anyhow::anyhow!("still logs in"))?;
+            let e = format!("{e:#}");
+            anyhow::ensure!(e.contains("password authentication failed"), "{e}");
+            Ok(())
+        },
+    )?;
+    let pw = operator_password(&d)?;
+    let host = new_endpoint.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+    assert_eq!(
+        sql(
+            &m,
+            host,
+            &pw,
+            "SELECT count(*) FROM pg_database WHERE datname = 'mydb'"
+        )?,
+        "1"
+    );
+    assert_eq!(
+        sql(
+            &m,
+            host,
+            &pw,
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{user}'")
+        )?,
+        "0"
+    );
+    d.wait_for(
+        "the relation's secret is gone",
+        Duration::from_secs(60),
+        |d| {
+            anyhow::ensure!(d.secret_content(&secret_uri).is_err(), "still there");
+            Ok(())
+        },
+    )?;
+    Ok(())
+}
+
+/// One unit: an unknown extra-user-role and a v1 request are refused with
+/// statuses that say so; fixed, the user is made; requested without
+/// secrets, the answer is plain text.
+#[test]
+fn bad_client_requests_are_refused_until_fixed() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let d = checks::deployment(&tmp, "127.0.7", DriverOptions::default())?;
+    d.add_units(1)?;
+    let unit = "postgresql/0";
+    let blocked_with = |what: &str, needle: &str| {
+        d.wait_for(what, DEPLOY, |d| {
+            let s = &d.statuses()[unit];
+            anyhow::ensure!(s.0 == "blocked" && s.1.contains(needle), "{s:?}");
+            Ok(s.1.clone())
+        })
+    };
+
+    let rid = d.relate("database", "badapp", 1)?;
+    d.set_remote_app_data(
+        rid,
+        &[
+            ("database", "baddb"),
+            ("requested-secrets", REQUESTED_SECRETS),
+            ("extra-user-roles", "createdb,wizard"),
+        ],
+    )?;
+    let message = blocked_with("the unknown role refused", "\"wizard\"")?;
+    eprintln!("status: {message}");
+    assert!(
+        message.starts_with(&format!(
+            "relation database:{rid} (badapp): extra-user-roles"
+        )),
+        "{message}"
+    );
+    assert_eq!(d.model().state().app_status.message, message);
+    assert!(!d.local_app_data(rid).contains_key("secret-user"));
+
+    // Fixed: the user is made, with the group asked for.
+    d.set_remote_app_data(rid, &[("extra-user-roles", "createdb,pg_read_all_data")])?;
+    let (_, secret) = answer(&d, rid)?;
+    d.wait_for("active again", DEPLOY, |d| {
+        let s = &d.statuses()[unit];
+        anyhow::ensure!(s.0 == "active", "{s:?}");
+        Ok(())
+    })?;
+    let m = d.machine(unit).expect("machine");
+    assert_eq!(
+        client_sql(
+            &m,
+            &secret["uris"],
+            "SELECT pg_has_role('pg_read_all_data', 'MEMBER')"
+        )?,
+        "t"
+    );
+    client_sql(&m, &secret["uris"], "CREATE DATABASE scratch")?;
+
+    // A v1 requirer on a second relation.
+    let v1 = d.relate("database", "newapp", 1)?;
+    d.set_remote_app_data(v1, &[("version", "v1"), ("requests", "[]")])?;
+    blocked_with("the v1 request refused", "v1 format")?;
+    d.unrelate(v1)?;
+
+    // Without requested-secrets: plain text, no read-only-uris.
+    let plain = d.relate("database", "oldapp", 1)?;
+    d.set_remote_app_data(plain, &[("database", "olddb")])?;
+    let bag = d.wait_for("a plain answer", DEPLOY, |d| {
+        let bag = d.local_app_data(plain);
+        anyhow::ensure!(bag.contains_key("password"), "{bag:?}");
+        Ok(bag)
+    })?;
+    assert!(!bag.contains_key("secret-user") && !bag.contains_key("read-only-uris"));
+    assert_eq!(bag["tls"], "False");
+    assert_eq!(
+        client_sql(&m, &bag["uris"], "SELECT current_database()")?,
+        "olddb"
+    );
+    // Another relation's database is closed to it.
+    let endpoint = &bag["endpoints"];
+    let other = uri_for(&bag["username"], &bag["password"], endpoint, "baddb");
+    let refused = format!("{:#}", client_sql(&m, &other, "SELECT 1").unwrap_err());
+    assert!(refused.contains("permission denied"), "{refused}");
+    d.wait_for("active after the v1 relation went", DEPLOY, |d| {
+        let s = &d.statuses()[unit];
+        anyhow::ensure!(s.0 == "active", "{s:?}");
+        Ok(())
+    })?;
+    Ok(())
+}
