@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{
-    etcd, files, member, pgbouncer, snapctl, tls, Outcome, SnapError, SnapPaths, DAEMON_UID,
+    dcs_tls, etcd, files, member, pgbouncer, snapctl, tls, Outcome, SnapError, SnapPaths,
+    DAEMON_UID,
 };
 
 /// The key trees the snap reads.
-const TREES: [&str; 4] = ["pgpilot", "etcd", "pgbouncer", "tls"];
+const TREES: [&str; 5] = ["pgpilot", "etcd", "pgbouncer", "tls", dcs_tls::TREE];
 
 /// The pseudo-service of the `tls.*` files: nothing to restart, a running
 /// pgpilot is reloaded when they change.
@@ -40,14 +41,23 @@ fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapE
     let tls_files = tls::render(&tree("tls"))?;
     let tls_paths = tls::TlsPaths::new(paths);
     let member_tls = tls_files.as_ref().map(|_| &tls_paths);
+    // pgpilot's TLS towards etcd: files written before the member file
+    // that names them; a change restarts a running pgpilot.
+    let dcs_files = dcs_tls::render(&tree(dcs_tls::TREE))?;
+    let dcs_paths = dcs_tls::DcsTlsPaths::new(paths);
+    let mut pgpilot_tree = tree("pgpilot");
+    if let Some(files) = &dcs_files {
+        pgpilot_tree = dcs_tls::with_section(pgpilot_tree, &dcs_paths, files);
+    }
     let member_missing = paths.etc("pgpilot").join("pgpilot.missing");
-    let pgpilot = match member::render(&tree("pgpilot"), paths, member_tls)? {
+    let mut pgpilot = dcs_paths.files(dcs_files.as_ref());
+    pgpilot.extend(match member::render(&pgpilot_tree, paths, member_tls)? {
         Outcome::Ready(text) => vec![(paths.member_file(), Some(text)), (member_missing, None)],
         Outcome::Missing(keys) => vec![
             (paths.member_file(), None),
             (member_missing, Some(missing_note("pgpilot", &keys))),
         ],
-    };
+    });
     let etcd_missing = paths.etc("etcd").join("etcd.missing");
     let etcd = match etcd::render(&tree("etcd"), paths)? {
         Outcome::Ready(r) => vec![
@@ -428,6 +438,43 @@ mod tests {
     }
 
     #[test]
+    fn dcs_tls_files_come_before_the_member_file_that_names_them() {
+        let paths = crate::snap::test_paths();
+        let cert = include_str!("testdata/cert.pem");
+        let key = include_str!("testdata/key.pem");
+        let mut doc = nest(&defaults("host1", "pw1", "pw2"));
+        doc["pgpilot"]["dcs"]["endpoints"] = json!(["https://10.0.0.9:2379"]);
+        doc["dcs-tls"] = json!({"ca": cert, "cert": cert, "key": key});
+        let services = render_all(&doc, &paths).unwrap();
+        let pgpilot = services.iter().find(|s| s.app == "pgpilot").unwrap();
+        let names: Vec<String> = pgpilot
+            .files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "dcs-ca.pem",
+                "dcs-cert.pem",
+                "dcs-key.pem",
+                "pgpilot.toml",
+                "pgpilot.missing"
+            ]
+        );
+        assert!(pgpilot.files[..3].iter().all(|(_, c)| c.is_some()));
+        let member = pgpilot.files[3].1.as_deref().unwrap();
+        assert!(member.contains("[dcs.tls]"), "{member}");
+        assert!(member.contains("etc/pgpilot/dcs-key.pem"), "{member}");
+        // https without dcs-tls: refused, naming what to set.
+        doc["dcs-tls"] = Value::Null;
+        let Err(e) = render_all(&doc, &paths) else {
+            panic!("https without dcs-tls rendered")
+        };
+        assert!(e.to_string().contains("dcs.tls"), "{e}");
+    }
+
+    #[test]
     fn the_defaults_render_every_service() {
         let paths = crate::snap::test_paths();
         let doc = nest(&defaults("host1", "pw1", "pw2"));
@@ -435,8 +482,18 @@ mod tests {
         // TLS is off by default: its files are absent.
         let tls = services.iter().find(|s| s.app == TLS_FILES).unwrap();
         assert!(tls.files.iter().all(|(_, c)| c.is_none()));
+        // So is TLS towards etcd.
+        let dcs: Vec<_> = dcs_tls::DcsTlsPaths::new(&paths)
+            .files(None)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         for s in services.iter().filter(|s| s.app != TLS_FILES) {
             for (path, content) in &s.files {
+                if dcs.contains(path) {
+                    assert!(content.is_none(), "{}", path.display());
+                    continue;
+                }
                 let missing = path.extension().is_some_and(|e| e == "missing");
                 assert_eq!(
                     content.is_none(),

@@ -5,6 +5,7 @@
 //! files (pure); `snapctl` and `files` are the drivers (snapd's `snapctl`,
 //! atomic writes); `hooks` runs the two hooks with them.
 
+pub mod dcs_tls;
 pub mod etcd;
 pub mod files;
 pub mod hooks;

@@ -70,7 +70,7 @@ impl TlsPaths {
     }
 }
 
-fn certs(key: &str, text: &str) -> Result<Vec<CertificateDer<'static>>, SnapError> {
+pub(super) fn certs(key: &str, text: &str) -> Result<Vec<CertificateDer<'static>>, SnapError> {
     let certs = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| SnapError::new(key, format!("is not PEM certificate text: {e}")))?;
