@@ -16,6 +16,7 @@ use crate::tools::{HookTools, LogLevel, NewSecret, SecretOwner, ToolError};
 
 mod client;
 mod extensions;
+mod tls;
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -37,6 +38,8 @@ pub enum ApplyError {
     },
     #[error("{step}: there is no peer relation to write to")]
     NoRelation { step: String },
+    #[error("{step}: {message}")]
+    Tls { step: String, message: String },
 }
 
 /// How far a plan got.
@@ -227,6 +230,7 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
             SWITCHOVER_TIMEOUT,
         )?,
         Step::SetExtensions { .. } => extensions::set_extensions(t, step, CTL_TIMEOUT)?,
+        Step::RequestCertificate { .. } => tls::request_certificate(t, step)?,
         Step::EnsureClientUser { .. }
         | Step::DropClientUser { .. }
         | Step::CreateRelationSecret { .. }

@@ -10,6 +10,7 @@
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
 //!   [`client`] (the `database` endpoint: requests, SQL, answers),
 //!   [`cos`] (what a unit publishes to the COS agent),
+//!   [`tls`] (the `certificates` relation's requests and certificates),
 //!   [`plan`] (steps);
 //! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
 //!   `snap` client), and [`host`] (clock, memory, randomness);
@@ -36,4 +37,5 @@ pub mod reconcile;
 pub mod relation;
 pub mod snap;
 pub mod status;
+pub mod tls;
 pub mod tools;

@@ -125,6 +125,10 @@ pub struct Observed {
     /// The content of our `database` relations' secrets (leader), by URI;
     /// an unreadable one is absent.
     pub client_secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// This unit's TLS private key (its unit secret, named in its peer
+    /// bag), read while a `certificates` relation exists; `None`: no
+    /// secret yet; `Err`: it cannot be read now.
+    pub tls_key: Option<Result<crate::tls::PrivateKey, String>>,
     pub unit_status: Option<Status>,
     /// Leader only.
     pub app_status: Option<Status>,
@@ -169,6 +173,7 @@ impl Observed {
             extensions: None,
             clients: None,
             client_secrets: BTreeMap::new(),
+            tls_key: None,
             unit_status: None,
             app_status: None,
             opened_ports: Vec::new(),
@@ -303,6 +308,8 @@ pub fn observe(
     o.extensions = read_extensions(&o, snap);
     o.clients = clients::read_view(&o, snap);
     o.client_secrets = clients::read_secrets(&o, tools);
+
+    o.tls_key = crate::tls::read_key(&o, tools);
 
     o.unit_status = Some(tools.status_get(false)?);
     if o.is_leader {

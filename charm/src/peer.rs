@@ -22,6 +22,8 @@
 //! | `broken-since` | epoch seconds since when its member has been broken |
 //! | `config-applied` | fingerprint of the configuration its pgpilot runs with (rolling restarts) |
 //! | `departing` | `true` once it knows it leaves: its hooks only tear down from then on |
+//! | `tls-secret` | URI of its unit-owned secret holding its TLS private key |
+//! | `tls-requested` | what its certificate request on `certificates` asks for ([`crate::tls::Wanted::fingerprint`]) |
 
 use std::collections::BTreeMap;
 
@@ -40,6 +42,8 @@ pub const UNIT_WORKLOAD_VERSION: &str = "workload-version";
 pub const UNIT_BROKEN_SINCE: &str = "broken-since";
 pub const UNIT_CONFIG_APPLIED: &str = "config-applied";
 pub const UNIT_DEPARTING: &str = "departing";
+pub const UNIT_TLS_SECRET: &str = "tls-secret";
+pub const UNIT_TLS_REQUESTED: &str = "tls-requested";
 /// The member's role and state as its pgpilot reports them (`leader
 /// running`, `replica streaming`, `replica starting`): a change reaches the
 /// leader as relation-changed, so a restart rolls on as soon as a member

@@ -141,6 +141,15 @@ pub enum Step {
     RemoveSecret {
         id: String,
     },
+    /// A certificate request on `relation_id` (`certificates`): a CSR for
+    /// `wanted` made with `key`, or with a new key kept in a new unit-owned
+    /// secret (its URI into the peer unit bag), into our unit bag there in
+    /// the v4 format, replacing an earlier request.
+    RequestCertificate {
+        relation_id: String,
+        wanted: crate::tls::Wanted,
+        key: Option<crate::tls::PrivateKey>,
+    },
     /// ALTER ROLE ... PASSWORD on the primary, as the superuser.
     AlterRolePassword {
         host: String,
@@ -210,6 +219,15 @@ impl Step {
             } => format!(
                 "secret-add {label} ({} keys), granted to {relation_id}",
                 content.len()
+            ),
+            Step::RequestCertificate {
+                relation_id,
+                wanted,
+                key,
+            } => format!(
+                "certificate request on {relation_id} for {} ({} key)",
+                wanted.fingerprint(),
+                if key.is_some() { "its" } else { "a new" }
             ),
             Step::AlterRolePassword { host, role, .. } => {
                 format!("ALTER ROLE {role} PASSWORD <redacted> on {host}")

@@ -51,6 +51,7 @@ mod client;
 mod extensions;
 mod membership;
 mod rolling;
+mod tls;
 
 pub use extensions::{extension_changes, DatabaseChange, StillUsed};
 pub use rolling::{config_fingerprint, next_restart};
@@ -289,6 +290,7 @@ impl<'a> Reconciler<'a> {
         // 7. pgpilot.
         let mut desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
         desired.extend(callback_keys(o.host.wake_command.as_deref()));
+        desired.extend(self.tls_keys(&ip));
         let mut diff = snap_diff(&o.snap_config, &desired);
         let fingerprint = config_fingerprint(&members, &o.config);
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);
@@ -705,11 +707,12 @@ pub fn pgpilot_keys(
     keys
 }
 
-/// `pgpilot.*` keys a running pgpilot takes without a restart (the snap's
-/// configure hook reloads it: docs/snap.md): the users' passwords, the
-/// API's credentials, the callbacks.
+/// Keys a running pgpilot takes without a restart (the snap's configure
+/// hook reloads it: docs/snap.md): the users' passwords, the API's
+/// credentials, the callbacks, the TLS material (`tls.*`).
 pub fn applied_live(key: &str) -> bool {
     key.starts_with("pgpilot.postgresql.callbacks.")
+        || key.starts_with("tls.")
         || matches!(
             key,
             "pgpilot.postgresql.authentication.superuser.password"
