@@ -42,6 +42,10 @@ enum Command {
     Verify(pgpilot::backup::verify::VerifyArgs),
     /// Check that WAL archiving works end to end (exit 82 on time-out).
     Check(pgpilot::backup::check::CheckArgs),
+    /// Store stdin in the repository as `<stanza>/log/NAME` (a backup's or a restore's log).
+    PutLog(pgpilot::backup::chores::PutLogArgs),
+    /// Empty the data directory (refused while pgpilot or PostgreSQL runs on it).
+    WipeDataDir(pgpilot::backup::chores::WipeArgs),
     /// Check a member file as `pgpilot run` would, without starting anything.
     CheckConfig {
         /// The member's TOML configuration file.
@@ -83,6 +87,8 @@ fn main() {
         Command::Expire(args) => pgpilot::backup::expire::main(args),
         Command::Verify(args) => pgpilot::backup::verify::main(args),
         Command::Check(args) => pgpilot::backup::check::main(args),
+        Command::PutLog(args) => pgpilot::backup::chores::put_log_main(args),
+        Command::WipeDataDir(args) => pgpilot::backup::chores::wipe_main(args),
         Command::FenceGuard { data_dir } => pgpilot::ha::guard::run(data_dir),
         Command::CheckConfig { config } => match pgpilot::config::Config::load(&config) {
             Ok(_) => {

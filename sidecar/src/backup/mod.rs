@@ -17,6 +17,7 @@
 //! | [`extract`] | the restore's data path: download, decompress, verify |
 //! | [`writer`] | the restore's file writers: one thread per file |
 //! | [`info`], [`expire`], [`verify`], [`check`] | the other commands |
+//! | [`chores`] | `put-log` (a log into the repository) and `wipe-data-dir` |
 //! | [`manifest`] | the manifest: what a backup holds; restore and verify read only it |
 //! | [`catalog`] | `backup.json`: the list of complete backups |
 //! | [`tar`] | the tar format of the data parts |
@@ -32,6 +33,7 @@
 pub mod bootstrap;
 pub mod catalog;
 pub mod check;
+pub mod chores;
 pub mod datadir;
 pub mod expire;
 pub mod extract;

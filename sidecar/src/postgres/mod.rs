@@ -358,21 +358,9 @@ impl Postgres {
 
     /// Remove everything inside the data directory (never the directory itself).
     pub fn wipe_data_dir(&self) -> Result<(), PgError> {
-        let dir = self.data_dir();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let removed = if path.is_dir() && !path.is_symlink() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-            removed
-                .map_err(|e| PgError::Setup(format!("cannot remove {}: {e}", path.display())))?;
-        }
-        Ok(())
+        crate::backup::chores::empty_dir(self.data_dir())
+            .map(drop)
+            .map_err(PgError::Setup)
     }
 
     /// Write postgresql.conf, pg_hba.conf and the standby signal for the role.
