@@ -1,7 +1,8 @@
 //! Actions, decided as pure functions of the [`Observed`] snapshot (which
 //! holds the action's parameters): get-primary, promote-to-primary,
-//! get-password, set-password. An unknown action fails with the list of
-//! known ones.
+//! get-password, set-password, and the backup actions (create-backup,
+//! list-backups, restore: [`backup`]). An unknown action fails with the
+//! list of known ones.
 
 use std::collections::BTreeMap;
 
@@ -13,10 +14,17 @@ use crate::observe::{secret_key, Observed, Passwords, SYSTEM_USERS};
 use crate::plan::{ActionPlan, Step};
 use crate::reconcile::PG_PORT_NUMBER;
 
+mod backup;
+
+pub use backup::{CREATING, NO_RELATION, RESTORING};
+
 pub const ACTIONS: &[&str] = &[
+    "create-backup",
     "get-password",
     "get-primary",
+    "list-backups",
     "promote-to-primary",
+    "restore",
     "set-password",
 ];
 
@@ -32,6 +40,9 @@ pub fn plan_action(o: &Observed) -> ActionPlan {
         "promote-to-primary" => promote_to_primary(o),
         "get-password" => get_password(o),
         "set-password" => set_password(o),
+        "create-backup" => backup::create_backup(o),
+        "list-backups" => backup::list_backups(o),
+        "restore" => backup::restore(o),
         other => ActionPlan::fail(format!(
             "unknown action {other:?}: this charm's actions are {}",
             ACTIONS.join(", ")
@@ -409,7 +420,7 @@ mod tests {
         let p = plan_action(&observed("make-coffee", json!({}), false));
         assert_eq!(
             p.failure.as_deref(),
-            Some("unknown action \"make-coffee\": this charm's actions are get-password, get-primary, promote-to-primary, set-password")
+            Some("unknown action \"make-coffee\": this charm's actions are create-backup, get-password, get-primary, list-backups, promote-to-primary, restore, set-password")
         );
     }
 }

@@ -14,6 +14,7 @@ use crate::plan::{ActionPlan, Plan, Step};
 use crate::snap::{SnapDriver, SnapError};
 use crate::tools::{HookTools, LogLevel, NewSecret, SecretOwner, ToolError};
 
+mod backup;
 mod client;
 mod extensions;
 mod tls;
@@ -40,6 +41,9 @@ pub enum ApplyError {
     NoRelation { step: String },
     #[error("{step}: {message}")]
     Tls { step: String, message: String },
+    /// A step that says itself what went wrong (the backup actions).
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// How far a plan got.
@@ -235,6 +239,8 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
         | Step::DropClientUser { .. }
         | Step::CreateRelationSecret { .. }
         | Step::RemoveSecret { .. } => client::apply(t, step, CTL_TIMEOUT)?,
+        Step::CreateBackup { .. } => backup::create_backup(t, step)?,
+        Step::Restore { .. } => backup::restore(t, step)?,
         Step::AlterRolePassword {
             host,
             port,

@@ -62,6 +62,13 @@ fn base(endpoints: &[String]) -> Vec<String> {
     ]
 }
 
+/// `etcdctl del --prefix PREFIX`: every key of a cluster (`/pgpilot/<scope>/`).
+pub fn del_prefix_args(endpoints: &[String], prefix: &str) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend(["del".to_string(), "--prefix".into(), prefix.to_string()]);
+    a
+}
+
 pub fn member_list_args(endpoints: &[String]) -> Vec<String> {
     let mut a = base(endpoints);
     a.extend(["member", "list", "-w", "json"].map(String::from));

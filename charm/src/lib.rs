@@ -9,7 +9,8 @@
 //!   [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
 //!   [`client`] (the `database` endpoint: requests, SQL, answers),
-//!   [`cos`] (what a unit publishes to the COS agent),
+//!   [`cos`] (what a unit publishes to the COS agent), [`s3`] and
+//!   [`backup`] (the S3 relation, backups and restores),
 //!   [`tls`] (the `certificates` relation's requests and certificates),
 //!   [`plan`] (steps);
 //! - drivers behind traits: [`tools`] (Juju's hook tools), [`snap`] (the
@@ -21,6 +22,7 @@
 
 pub mod actions;
 pub mod apply;
+pub mod backup;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -35,6 +37,7 @@ pub mod peer;
 pub mod plan;
 pub mod reconcile;
 pub mod relation;
+pub mod s3;
 pub mod snap;
 pub mod status;
 pub mod tls;

@@ -28,6 +28,7 @@ use crate::snap::{
 use crate::status::Status;
 use crate::tools::{Bag, HookTools, ToolError};
 
+mod backup;
 mod clients;
 
 /// The charm's resource holding the snap file.
@@ -125,6 +126,8 @@ pub struct Observed {
     /// The content of our `database` relations' secrets (leader), by URI;
     /// an unreadable one is absent.
     pub client_secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// Backups: the S3 credentials secret, `pgpilot check` and `info`.
+    pub backup: crate::backup::BackupView,
     /// This unit's TLS private key (its unit secret, named in its peer
     /// bag), read while a `certificates` relation exists; `None`: no
     /// secret yet; `Err`: it cannot be read now.
@@ -173,6 +176,7 @@ impl Observed {
             extensions: None,
             clients: None,
             client_secrets: BTreeMap::new(),
+            backup: Default::default(),
             tls_key: None,
             unit_status: None,
             app_status: None,
@@ -307,6 +311,8 @@ pub fn observe(
 
     o.extensions = read_extensions(&o, snap);
     o.clients = clients::read_view(&o, snap);
+    o.backup.s3_secret = backup::read_secret(&o, tools);
+    o.backup = backup::read_commands(&o, snap);
     o.client_secrets = clients::read_secrets(&o, tools);
 
     o.tls_key = crate::tls::read_key(&o, tools);

@@ -150,6 +150,23 @@ pub enum Step {
         wanted: crate::tls::Wanted,
         key: Option<crate::tls::PrivateKey>,
     },
+    /// create-backup: `pgpilot backup --type KIND` on this unit (status
+    /// `creating backup` meanwhile, `status_after` at the end), its output
+    /// stored in the repository as a log, failed or not.
+    CreateBackup {
+        kind: String,
+        status_after: Option<Status>,
+    },
+    /// restore: stop pgpilot, delete the cluster's keys in etcd
+    /// (`/pgpilot/<scope>/`), set `bootstrap` (the `[bootstrap_from]` keys),
+    /// empty the data directory, start pgpilot; a failure before the data
+    /// is gone starts pgpilot again (`status_after` shown).
+    Restore {
+        scope: String,
+        etcd_endpoints: Vec<String>,
+        bootstrap: Vec<(String, Value)>,
+        status_after: Option<Status>,
+    },
     /// ALTER ROLE ... PASSWORD on the primary, as the superuser.
     AlterRolePassword {
         host: String,

@@ -20,7 +20,8 @@
 //!    at a time, never a member that is starting);
 //! 8. leader: cluster-wide settings (`edit-config`), restart grants, the
 //!    plugin options' extensions in every database, the `database`
-//!    relations' users and answers (reconcile/client.rs);
+//!    relations' users and answers (reconcile/client.rs), the S3
+//!    repository's check and a restore's progress (reconcile/backup.rs);
 //! 9. a member broken for [`REINIT_AFTER_SECS`] is reinitialised;
 //! 10. statuses, set only when they differ from what is shown.
 //!
@@ -47,6 +48,7 @@ use crate::status::{msg, Status};
 use crate::tools::LogLevel;
 
 mod cos;
+mod backup;
 mod client;
 mod extensions;
 mod membership;
@@ -290,9 +292,11 @@ impl<'a> Reconciler<'a> {
         // 7. pgpilot.
         let mut desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
         desired.extend(callback_keys(o.host.wake_command.as_deref()));
+        let (backup_keys, backup_fingerprint) = self.s3_keys();
+        desired.extend(backup_keys);
         desired.extend(self.tls_keys(&ip));
         let mut diff = snap_diff(&o.snap_config, &desired);
-        let fingerprint = config_fingerprint(&members, &o.config);
+        let fingerprint = config_fingerprint(&members, &o.config) + &backup_fingerprint;
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);
         if pgpilot_active {
             // Passwords and callbacks: the snap reloads pgpilot (SIGHUP),
@@ -346,7 +350,7 @@ impl<'a> Reconciler<'a> {
         // 9. A member that stays broken.
         self.reinit_if_broken();
 
-        blocked.unwrap_or(status)
+        blocked.unwrap_or_else(|| self.backup_status(status))
     }
 
     /// The `cos-agent` relations: this unit's document in its bag.

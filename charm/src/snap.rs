@@ -88,6 +88,29 @@ pub trait SnapDriver {
     fn run_app(&self, app: &str, args: &[String], timeout: Duration) -> Result<String, SnapError> {
         self.run_app_with(app, args, None, &[], timeout)
     }
+    /// `snap run` of a long command whose whole output is wanted (a
+    /// backup's log): both streams whether it succeeds or fails; `Err`
+    /// only when it could not run or did not finish.
+    fn run_app_captured(
+        &self,
+        app: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Captured, SnapError> {
+        Ok(match self.run_app(app, args, timeout) {
+            Ok(stdout) => Captured {
+                code: 0,
+                stdout,
+                stderr: String::new(),
+            },
+            Err(SnapError::Failed { status, stderr, .. }) => Captured {
+                code: exit_code(&status),
+                stdout: String::new(),
+                stderr,
+            },
+            Err(e) => return Err(e),
+        })
+    }
     /// The same with text on stdin and extra environment variables (values
     /// that must not be on a command line).
     fn run_app_with(
@@ -98,6 +121,22 @@ pub trait SnapDriver {
         env: &[(String, String)],
         timeout: Duration,
     ) -> Result<String, SnapError>;
+}
+
+/// The outputs of a command run to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Captured {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The number in `exit status N` (-1: killed by a signal).
+pub fn exit_code(status: &str) -> i32 {
+    status
+        .strip_prefix("exit status ")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(-1)
 }
 
 /// One `snap` invocation.
@@ -320,11 +359,34 @@ impl SnapCli {
 
 /// Run a command, kill it after `timeout`; stdout, or an error with stderr.
 pub fn run_with_timeout(
-    mut cmd: Command,
+    cmd: Command,
     display: &str,
     stdin: Option<&str>,
     timeout: Duration,
 ) -> Result<String, SnapError> {
+    let (status, out, err) = run_capture(cmd, display, stdin, timeout)?;
+    if status.success() {
+        Ok(out)
+    } else {
+        Err(SnapError::Failed {
+            command: display.to_string(),
+            status: match status.code() {
+                Some(c) => format!("exit status {c}"),
+                None => "killed by a signal".into(),
+            },
+            stderr: err.trim().to_string(),
+        })
+    }
+}
+
+/// Run a command to its end (killed after `timeout`: an error): its exit
+/// status, stdout and stderr.
+pub fn run_capture(
+    mut cmd: Command,
+    display: &str,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> Result<(std::process::ExitStatus, String, String), SnapError> {
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -385,18 +447,7 @@ pub fn run_with_timeout(
     };
     let out = stdout.join().unwrap_or_default();
     let err = stderr.join().unwrap_or_default();
-    if status.success() {
-        Ok(out)
-    } else {
-        Err(SnapError::Failed {
-            command: display.to_string(),
-            status: match status.code() {
-                Some(c) => format!("exit status {c}"),
-                None => "killed by a signal".into(),
-            },
-            stderr: err.trim().to_string(),
-        })
-    }
+    Ok((status, out, err))
 }
 
 impl SnapDriver for SnapCli {
@@ -448,6 +499,23 @@ impl SnapDriver for SnapCli {
 
     fn restart(&self, services: &[String]) -> Result<(), SnapError> {
         self.run_default(&argv::restart(services)).map(drop)
+    }
+
+    fn run_app_captured(
+        &self,
+        app: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<Captured, SnapError> {
+        let call = argv::run_app(app, args);
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&call.args);
+        let (status, stdout, stderr) = run_capture(cmd, &call.display(), None, timeout)?;
+        Ok(Captured {
+            code: status.code().unwrap_or(-1),
+            stdout,
+            stderr,
+        })
     }
 
     fn run_app_with(

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ports::{free_port, is_listening};
+use crate::ports::free_port;
 use crate::process::{signal, Signal};
 
 /// Where scripts/setup.sh installs moto.
@@ -18,6 +18,7 @@ pub const SETUP_VENV_BIN: &str = "/opt/pgpilot-moto/bin/moto_server";
 
 pub struct MotoServer {
     child: Option<Child>,
+    host: String,
     port: u16,
     log: PathBuf,
     tls: bool,
@@ -52,6 +53,13 @@ impl MotoServer {
         Self::spawn(dir, &[])
     }
 
+    /// Start moto on `host:port` (an address of the test's own loopback
+    /// network; the same port again after [`MotoServer::kill`] brings the
+    /// repository back, empty).
+    pub fn start_on(dir: &Path, host: &str, port: u16) -> anyhow::Result<MotoServer> {
+        Self::spawn_on(dir, host, port, &[])
+    }
+
     /// Start moto behind TLS, with a certificate for 127.0.0.1 signed by a
     /// fresh test CA (openssl). Returns the server and the CA's PEM file.
     pub fn start_tls(dir: &Path) -> anyhow::Result<(MotoServer, PathBuf)> {
@@ -63,11 +71,17 @@ impl MotoServer {
     }
 
     fn spawn(dir: &Path, extra: &[&str]) -> anyhow::Result<MotoServer> {
-        let port = free_port();
+        Self::spawn_on(dir, "127.0.0.1", free_port(), extra)
+    }
+
+    fn spawn_on(dir: &Path, host: &str, port: u16, extra: &[&str]) -> anyhow::Result<MotoServer> {
         let log = dir.join("moto.log");
-        let out = std::fs::File::create(&log)?;
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)?;
         let child = command()
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-H", host, "-p", &port.to_string()])
             .args(extra)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -81,12 +95,13 @@ impl MotoServer {
             })?;
         let mut server = MotoServer {
             child: Some(child),
+            host: host.to_string(),
             port,
             log,
             tls: !extra.is_empty(),
         };
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !is_listening(port) {
+        while std::net::TcpStream::connect((host, port)).is_err() {
             if let Some(status) = server
                 .child
                 .as_mut()
@@ -114,7 +129,7 @@ impl MotoServer {
 
     pub fn endpoint(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.host, self.port)
     }
 
     pub fn pid(&self) -> i32 {

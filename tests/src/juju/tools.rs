@@ -433,8 +433,10 @@ fn dispatch(
                     return fail(format!("secret with label {l:?} already exists"));
                 }
             }
-            ctx.working.next_secret += 1;
-            state.next_secret = state.next_secret.max(ctx.working.next_secret);
+            // From the model's counter: hooks running at once on several
+            // units never get the same id.
+            state.next_secret = state.next_secret.max(ctx.working.next_secret) + 1;
+            ctx.working.next_secret = state.next_secret;
             let sid = state::secret_id(state.next_secret);
             let secret = Secret {
                 id: sid.clone(),
