@@ -104,3 +104,7 @@ fn current_relation<'a>(relations: &'a [RelationView], event: &Event) -> Option<
             if endpoint == CERTIFICATES_ENDPOINT && *relation_id == r.id)
     })
 }
+
+#[cfg(test)]
+#[path = "tls_tests.rs"]
+mod tests;
