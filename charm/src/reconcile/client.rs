@@ -65,6 +65,11 @@ impl Reconciler<'_> {
         self.remove_obsolete_revisions();
         let relations = o.relations_on(DATABASE_ENDPOINT);
         let broken = broken_relation(&o.event);
+        // A broken relation's secrets go with it, whatever the cluster's
+        // state (its user is dropped once the primary can be reached).
+        if let Some(rel) = relations.iter().find(|r| Some(r.id.as_str()) == broken) {
+            self.remove_secrets(rel);
+        }
         let primary = o
             .cluster
             .as_deref()
@@ -91,9 +96,6 @@ impl Reconciler<'_> {
                 };
                 refused.push(format!("relation {}{app}: {why}", rel.id));
             }
-        }
-        if let Some(rel) = relations.iter().find(|r| Some(r.id.as_str()) == broken) {
-            self.remove_secrets(rel);
         }
         if let Some(view) = ctx.view {
             let numbers: BTreeSet<&str> = live.iter().map(|r| client::number(&r.id)).collect();
@@ -253,7 +255,9 @@ impl Reconciler<'_> {
             database: &request.database,
             version,
             endpoints,
-            tls_ca: None,
+            // This unit's PostgreSQL serves TLS with the certificates
+            // relation's CA: `tls` = True and the CA.
+            tls_ca: crate::tls::active_ca(self.o),
         });
         let (mut plain, secrets) = client::split(&fields, requested);
         let bag = &rel.local_app_data;

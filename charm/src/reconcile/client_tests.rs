@@ -507,6 +507,18 @@ fn a_broken_relation_drops_its_user_and_secrets_and_keeps_its_database() {
             "drop relation-7 (+2 replicas)".to_string(),
         ]
     );
+    // The cluster cannot be read (a lost member's etcd): the secrets go
+    // now, the user at a later hook.
+    let mut unread = broken.clone();
+    unread.cluster = None;
+    unread.clients = None;
+    assert_eq!(
+        steps(&reconcile(&unread)),
+        vec![
+            format!("secret-remove {user_uri}"),
+            format!("secret-remove {tls_uri}"),
+        ]
+    );
     // On a replica: nothing.
     let mut replica = broken.clone();
     replica.is_leader = false;
@@ -606,5 +618,31 @@ fn obsolete_revisions_of_relation_secrets_are_removed() {
     assert_eq!(
         steps(&reconcile(&o)),
         vec![format!("secret-remove {uri} 2")]
+    );
+}
+
+#[test]
+fn tls_on_puts_the_ca_in_the_tls_secret() {
+    let o = served();
+    let uri = rel(&o).local_app_data["secret-tls"].clone();
+    let mut on = o.clone();
+    let snap = on.snap_config.as_object_mut().unwrap();
+    snap.insert("tls".into(), serde_json::json!({"ca": "CA PEM"}));
+    let plan = reconcile(&on);
+    let content = plan
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::UpdateAppSecret { id, content } if *id == uri => Some(content.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{:?}", steps(&plan)));
+    assert_eq!(content, bag(&[("tls", "True"), ("tls-ca", "CA PEM")]));
+    // TLS off again: back to False, the CA gone.
+    let mut off = after(on, &plan);
+    off.snap_config.as_object_mut().unwrap().remove("tls");
+    assert_eq!(
+        steps(&reconcile(&off)),
+        vec![format!("secret-set {uri} [tls]")]
     );
 }
