@@ -6,12 +6,19 @@ use std::path::PathBuf;
 use serde_json::{json, Value};
 
 use super::{
-    dcs_tls, etcd, files, member, pgbouncer, snapctl, tls, Outcome, SnapError, SnapPaths,
+    dcs_tls, etcd, files, member, pgbouncer, s3_tls, snapctl, tls, Outcome, SnapError, SnapPaths,
     DAEMON_UID,
 };
 
 /// The key trees the snap reads.
-const TREES: [&str; 5] = ["pgpilot", "etcd", "pgbouncer", "tls", dcs_tls::TREE];
+const TREES: [&str; 6] = [
+    "pgpilot",
+    "etcd",
+    "pgbouncer",
+    "tls",
+    dcs_tls::TREE,
+    s3_tls::TREE,
+];
 
 /// The pseudo-service of the `tls.*` files: nothing to restart, a running
 /// pgpilot is reloaded when they change.
@@ -49,8 +56,14 @@ fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapE
     if let Some(files) = &dcs_files {
         pgpilot_tree = dcs_tls::with_section(pgpilot_tree, &dcs_paths, files);
     }
+    // The S3 endpoint's CA: the same, for `[backup.s3] ca_file`.
+    let s3_ca = s3_tls::render(&tree(s3_tls::TREE))?;
+    if s3_ca.is_some() {
+        pgpilot_tree = s3_tls::with_ca_file(pgpilot_tree, &s3_tls::ca_path(paths));
+    }
     let member_missing = paths.etc("pgpilot").join("pgpilot.missing");
     let mut pgpilot = dcs_paths.files(dcs_files.as_ref());
+    pgpilot.push((s3_tls::ca_path(paths), s3_ca));
     pgpilot.extend(match member::render(&pgpilot_tree, paths, member_tls)? {
         Outcome::Ready(text) => vec![(paths.member_file(), Some(text)), (member_missing, None)],
         Outcome::Missing(keys) => vec![
@@ -458,12 +471,13 @@ mod tests {
                 "dcs-ca.pem",
                 "dcs-cert.pem",
                 "dcs-key.pem",
+                "s3-ca.pem",
                 "pgpilot.toml",
                 "pgpilot.missing"
             ]
         );
         assert!(pgpilot.files[..3].iter().all(|(_, c)| c.is_some()));
-        let member = pgpilot.files[3].1.as_deref().unwrap();
+        let member = pgpilot.files[4].1.as_deref().unwrap();
         assert!(member.contains("[dcs.tls]"), "{member}");
         assert!(member.contains("etc/pgpilot/dcs-key.pem"), "{member}");
         // https without dcs-tls: refused, naming what to set.
@@ -475,6 +489,38 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_ca_comes_before_the_member_file_that_names_it() {
+        let paths = crate::snap::test_paths();
+        let cert = include_str!("testdata/cert.pem");
+        let mut doc = nest(&defaults("host1", "pw1", "pw2"));
+        doc["pgpilot"]["backup"] = json!({"repository": "s3", "s3": {
+            "endpoint": "https://10.0.0.9:9000", "uri-style": "path", "bucket": "backups",
+            "access-key": "a", "secret-key": "s"}});
+        doc["s3-tls"] = json!({ "ca": cert });
+        let services = render_all(&doc, &paths).unwrap();
+        let pgpilot = services.iter().find(|s| s.app == "pgpilot").unwrap();
+        let at = |name: &str| {
+            pgpilot
+                .files
+                .iter()
+                .position(|(p, _)| p.ends_with(name))
+                .unwrap()
+        };
+        assert!(at("s3-ca.pem") < at("pgpilot.toml"));
+        assert_eq!(pgpilot.files[at("s3-ca.pem")].1.as_deref(), Some(cert));
+        let member = pgpilot.files[at("pgpilot.toml")].1.as_deref().unwrap();
+        assert!(
+            member.contains("ca_file = \"/var/snap/charmed-postgresql/x1/etc/pgpilot/s3-ca.pem\""),
+            "{member}"
+        );
+        doc["s3-tls"] = json!({"ca": "not a certificate"});
+        let Err(e) = render_all(&doc, &paths) else {
+            panic!("a bad CA rendered")
+        };
+        assert_eq!(e.key, "s3-tls.ca", "{e}");
+    }
+
+    #[test]
     fn the_defaults_render_every_service() {
         let paths = crate::snap::test_paths();
         let doc = nest(&defaults("host1", "pw1", "pw2"));
@@ -482,12 +528,13 @@ mod tests {
         // TLS is off by default: its files are absent.
         let tls = services.iter().find(|s| s.app == TLS_FILES).unwrap();
         assert!(tls.files.iter().all(|(_, c)| c.is_none()));
-        // So is TLS towards etcd.
-        let dcs: Vec<_> = dcs_tls::DcsTlsPaths::new(&paths)
+        // So is TLS towards etcd, and an S3 CA.
+        let mut dcs: Vec<_> = dcs_tls::DcsTlsPaths::new(&paths)
             .files(None)
             .into_iter()
             .map(|(p, _)| p)
             .collect();
+        dcs.push(s3_tls::ca_path(&paths));
         for s in services.iter().filter(|s| s.app != TLS_FILES) {
             for (path, content) in &s.files {
                 if dcs.contains(path) {

@@ -11,6 +11,7 @@ pub mod files;
 pub mod hooks;
 pub mod member;
 pub mod pgbouncer;
+pub mod s3_tls;
 pub mod snapctl;
 pub mod tls;
 
