@@ -440,5 +440,30 @@ fn bad_client_requests_are_refused_until_fixed() -> anyhow::Result<()> {
         anyhow::ensure!(s.0 == "active", "{s:?}");
         Ok(())
     })?;
+
+    // Settled: a hook writes nothing, no new secret revision.
+    d.settle(DEPLOY)?;
+    let revisions = |d: &Deployment| {
+        let state = d.model().state();
+        let mut r: Vec<(String, u32)> = state
+            .secrets
+            .values()
+            .filter(|s| {
+                s.label
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with("database."))
+            })
+            .map(|s| (s.id.clone(), s.latest()))
+            .collect();
+        r.sort();
+        r
+    };
+    let before = revisions(&d);
+    for _ in 0..2 {
+        let run = d.run_hook_now(unit, "update-status", &[])?;
+        assert_eq!(run.code, 0, "{}", run.output);
+        assert_eq!(run.writes, 0, "a settled update-status wrote: {run:?}");
+    }
+    assert_eq!(revisions(&d), before, "new secret revisions");
     Ok(())
 }
