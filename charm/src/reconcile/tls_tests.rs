@@ -42,24 +42,10 @@ fn related(key: bool, request: bool, provider: Option<String>) -> Observed {
     if request {
         rel.local_unit_data
             .insert(tls::CSRS_KEY.into(), tls::encode_request(CSR));
-        let bag = o
-            .peer
-            .as_mut()
-            .unwrap()
-            .unit_data
-            .get_mut("postgresql/1")
-            .unwrap();
-        bag.insert(peer::UNIT_TLS_REQUESTED.into(), WANTED.into());
+        set_mine(&mut o, peer::UNIT_TLS_REQUESTED, WANTED);
     }
     if key {
-        let bag = o
-            .peer
-            .as_mut()
-            .unwrap()
-            .unit_data
-            .get_mut("postgresql/1")
-            .unwrap();
-        bag.insert(peer::UNIT_TLS_SECRET.into(), "secret:key1".into());
+        set_mine(&mut o, peer::UNIT_TLS_SECRET, "secret:key1");
         o.tls_key = Some(Ok(PrivateKey(KEY.into())));
     }
     if let Some(p) = provider {
@@ -67,6 +53,13 @@ fn related(key: bool, request: bool, provider: Option<String>) -> Observed {
     }
     o.relations.insert(CERTIFICATES_ENDPOINT.into(), vec![rel]);
     o
+}
+
+/// A key of unit 1's peer bag.
+fn set_mine(o: &mut Observed, key: &str, value: &str) {
+    let peer = o.peer.as_mut().expect("a peer relation");
+    let bag = peer.unit_data.get_mut("postgresql/1").expect("unit 1");
+    bag.insert(key.into(), value.into());
 }
 
 /// The snap holds these TLS values.
@@ -182,17 +175,8 @@ fn the_request_and_the_certificate_in_force() {
             "a request made for another address: ask again",
             {
                 let mut o = related(true, true, Some(ours("C1")));
-                let bag = o
-                    .peer
-                    .as_mut()
-                    .unwrap()
-                    .unit_data
-                    .get_mut("postgresql/1")
-                    .unwrap();
-                bag.insert(
-                    peer::UNIT_TLS_REQUESTED.into(),
-                    "CN=10.9.9.9;IP=10.9.9.9;DNS=postgresql-1".into(),
-                );
+                let old = "CN=10.9.9.9;IP=10.9.9.9;DNS=postgresql-1";
+                set_mine(&mut o, peer::UNIT_TLS_REQUESTED, old);
                 in_force(o, "C1")
             },
             vec![
