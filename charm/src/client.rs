@@ -351,10 +351,12 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Nothing this transaction runs is logged, nor its errors' statements.
+/// Nothing this transaction runs is logged, nor its errors' statements,
+/// nor kept by pg_stat_statements.
 const QUIET: &str = "SET LOCAL log_statement = 'none';
 SET LOCAL log_min_duration_statement = -1;
 SET LOCAL log_min_error_statement = 'panic';
+SET LOCAL pg_stat_statements.track_utility = off;
 ";
 
 /// Create a group role if it does not exist.
@@ -370,9 +372,12 @@ fn create_group_sql(role: &str) -> String {
 /// transaction that logs nothing), then its database if missing, closed to
 /// others (`REVOKE ALL ... FROM PUBLIC`) and open to the user and
 /// [`ADMIN_GROUP`]. `leave` are groups the user is in and should not be.
+/// `verifier` is the password's SCRAM-SHA-256 verifier (what PostgreSQL
+/// stores; [`crate::apply`] computes it), so the password itself never
+/// reaches the server.
 pub fn ensure_user_sql(
     user: &str,
-    password: &str,
+    verifier: &str,
     spec: &UserSpec,
     leave: &BTreeSet<String>,
     database: &str,
@@ -392,7 +397,7 @@ pub fn ensure_user_sql(
         flag(spec.superuser, "SUPERUSER"),
         flag(spec.createdb, "CREATEDB"),
         flag(spec.createrole, "CREATEROLE"),
-        literal(password)
+        literal(verifier)
     ));
     for group in &spec.member_of {
         sql.push_str(&format!("GRANT {} TO {};\n", ident(group), ident(user)));

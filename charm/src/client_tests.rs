@@ -298,6 +298,7 @@ fn ensure_sql_quotes_and_logs_nothing() {
 SET LOCAL log_statement = 'none';
 SET LOCAL log_min_duration_statement = -1;
 SET LOCAL log_min_error_statement = 'panic';
+SET LOCAL pg_stat_statements.track_utility = off;
 DO $do$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'admin') THEN CREATE ROLE \"admin\" NOLOGIN; END IF; END $do$;
 DO $do$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'relation-7') THEN CREATE ROLE \"relation-7\"; END IF; END $do$;
 ALTER ROLE \"relation-7\" WITH LOGIN NOSUPERUSER CREATEDB NOCREATEROLE PASSWORD 'pa''ss';

@@ -131,6 +131,44 @@ fn reconnect_and_write(
     Ok(secret)
 }
 
+/// No log of the deployment holds `secret`: PostgreSQL's and pgpilot's
+/// logs, the services' journals, the hooks' output, the debug log.
+fn assert_not_logged(d: &Deployment, secret: &str) -> anyhow::Result<()> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(d.dir(), &mut files);
+    let logs: Vec<_> = files
+        .into_iter()
+        .filter(|p| {
+            let s = p.to_string_lossy();
+            s.contains("/log/")
+                || s.contains("/journal/")
+                || s.ends_with(".log")
+                || s.ends_with("debug-log.txt")
+        })
+        .collect();
+    anyhow::ensure!(
+        logs.iter()
+            .any(|p| p.to_string_lossy().contains("/log/postgresql/")),
+        "no PostgreSQL log found among {logs:?}"
+    );
+    for path in &logs {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let found = bytes.windows(secret.len()).any(|w| w == secret.as_bytes());
+        anyhow::ensure!(!found, "the password is in {}", path.display());
+    }
+    Ok(())
+}
+
 /// Three units, one client: credentials in a secret, write on the primary,
 /// read on a replica; a switchover, then the loss of the new primary's
 /// machine, move `endpoints` (through pgpilot's callbacks, not
@@ -343,6 +381,8 @@ fn a_client_gets_a_database_and_follows_failovers() -> anyhow::Result<()> {
         )?,
         "0"
     );
+    // The password was never logged.
+    assert_not_logged(&d, &password)?;
     d.wait_for(
         "the relation's secret is gone",
         Duration::from_secs(60),
