@@ -15,8 +15,8 @@ use std::collections::BTreeSet;
 use super::Reconciler;
 use crate::client::{self, AnswerInput, ClientsView, Endpoints, SecretGroup};
 use crate::cluster::{self, ClusterMember};
-use crate::context::{Event, RelationKind, DATABASE_ENDPOINT};
-use crate::observe::Passwords;
+use crate::context::{unit_of_member, Event, RelationKind, DATABASE_ENDPOINT};
+use crate::observe::{Observed, Passwords};
 use crate::plan::Step;
 use crate::relation::{bag_changes, RelationView};
 use crate::status::{Status, StatusKind};
@@ -45,6 +45,26 @@ pub fn leaves_client_relation(event: &Event, unit: &str) -> bool {
         departing_unit: Some(d),
         ..
     } if endpoint == DATABASE_ENDPOINT && d == unit)
+}
+
+/// pgpilot's members, less the replicas whose unit has left (or is
+/// leaving) the peer relation: pgpilot lists a removed member until its key
+/// expires, and nothing wakes the leader then.
+fn serving_members(o: &Observed) -> Vec<ClusterMember> {
+    let departing = o.event.departing_unit();
+    let staying = |m: &ClusterMember| {
+        let unit = unit_of_member(&m.name);
+        o.peer
+            .as_ref()
+            .is_some_and(|p| p.unit_data.contains_key(&unit))
+            && departing != Some(unit.as_str())
+    };
+    o.cluster
+        .iter()
+        .flatten()
+        .filter(|m| m.is_leader() || staying(m))
+        .cloned()
+        .collect()
 }
 
 /// What one relation's answer needs besides the request.
@@ -77,7 +97,7 @@ impl Reconciler<'_> {
             .filter(|l| l.is_healthy())?;
         let ctx = Context {
             primary,
-            endpoints: o.cluster.as_deref().and_then(client::endpoints),
+            endpoints: client::endpoints(&serving_members(o)),
             view: o.clients.as_ref(),
             superuser_password: passwords.get("operator").cloned().unwrap_or_default(),
         };

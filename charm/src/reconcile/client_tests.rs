@@ -646,3 +646,25 @@ fn tls_on_puts_the_ca_in_the_tls_secret() {
         vec![format!("secret-set {uri} [tls]")]
     );
 }
+
+#[test]
+fn a_departing_replica_leaves_the_read_only_endpoints_at_once() {
+    // pgpilot still lists postgresql-2 (its key has not expired).
+    let mut o = with_event(
+        served(),
+        Event::PeerRelationDeparted {
+            relation_id: "database-peers:0".into(),
+            remote_unit: Some("postgresql/2".into()),
+            departing_unit: Some("postgresql/2".into()),
+        },
+    );
+    o.peer.as_mut().unwrap().unit_data.remove("postgresql/2");
+    let secret = rel(&o).local_app_data["secret-user"].clone();
+    assert_eq!(
+        steps(&reconcile(&o)),
+        vec![
+            format!("secret-set {secret} [password,read-only-uris,uris,username]"),
+            "relation-set database:7 read-only-endpoints=10.0.0.2:5432".to_string(),
+        ]
+    );
+}
