@@ -1,0 +1,492 @@
+//! The `certificates` relation (issue 12, item 3) on the model simulator
+//! with the packed charm and snap: the test plays the certificates
+//! provider (self-signed-certificates) with a real CA it makes with the
+//! openssl CLI. It reads each unit's request from its unit bag, signs it,
+//! and answers in the v4 library's format; then PostgreSQL and the REST
+//! API serve TLS that verifies against that CA, a renewal is taken without
+//! a restart, and removing the relation turns TLS off again.
+//! Net 127.0.13.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Instant;
+
+use pgpilot_e2e::juju::checks::{self, cluster_shape, operator_password, DEPLOY};
+use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
+use pgpilot_e2e::snapd::ChangeError;
+use serde_json::{json, Value};
+
+const PROVIDER: &str = "self-signed-certificates";
+/// The snap's daemon user (the owner of the key file).
+const DAEMON_UID: u32 = 584792;
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn run(program: &str, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(program).current_dir(dir).args(args).output()?;
+    anyhow::ensure!(out.status.success(), "{program} {args:?}: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The CA of the test's provider, made with the openssl CLI.
+struct Ca {
+    dir: PathBuf,
+    cert: PathBuf,
+    serial: u32,
+}
+
+impl Ca {
+    fn new(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        run(
+            "openssl",
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=pgpilot-e2e provider CA",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+            ],
+        )?;
+        Ok(Ca {
+            dir: dir.to_path_buf(),
+            cert: dir.join("ca.pem"),
+            serial: 100,
+        })
+    }
+
+    fn pem(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(&self.cert)?)
+    }
+
+    /// Sign `csr` (its extensions copied: the SANs the unit asked for)
+    /// with a new serial: (certificate PEM, serial in hex as openssl prints it).
+    fn sign(&mut self, csr: &str) -> anyhow::Result<(String, String)> {
+        self.serial += 1;
+        let name = format!("req{}", self.serial);
+        std::fs::write(
+            self.dir.join(format!("{name}.csr")),
+            format!("{}\n", csr.trim()),
+        )?;
+        run(
+            "openssl",
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                &self.serial.to_string(),
+                "-days",
+                "1",
+                "-copy_extensions",
+                "copyall",
+                "-out",
+                &format!("{name}.pem"),
+            ],
+        )?;
+        let cert = std::fs::read_to_string(self.dir.join(format!("{name}.pem")))?;
+        Ok((cert.trim().to_string(), format!("{:02X}", self.serial)))
+    }
+}
+
+/// Each unit's request in its unit bag (the v4 format), once all have one.
+fn requests(d: &Deployment, rid: u32) -> anyhow::Result<Vec<(String, String)>> {
+    d.wait_for("every unit's certificate request", DEPLOY, |d| {
+        d.units()
+            .into_iter()
+            .map(|unit| {
+                let bag = d.local_unit_data(rid, &unit);
+                let list: Value = serde_json::from_str(
+                    bag.get("certificate_signing_requests")
+                        .ok_or_else(|| anyhow::anyhow!("{unit}: no request yet"))?,
+                )?;
+                let csr = list[0]["certificate_signing_request"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("{unit}: {list}"))?
+                    .to_string();
+                anyhow::ensure!(list[0]["ca"] == json!(false), "{unit}: {list}");
+                // Nothing else of ours in that bag (Juju's address keys aside).
+                let ours: Vec<&String> = bag
+                    .keys()
+                    .filter(|k| {
+                        !["private-address", "ingress-address", "egress-subnets"]
+                            .contains(&k.as_str())
+                    })
+                    .collect();
+                anyhow::ensure!(ours.len() == 1, "{unit}: other keys in its bag: {ours:?}");
+                Ok((unit, csr))
+            })
+            .collect()
+    })
+}
+
+/// The provider answers every request: the `certificates` list of its
+/// application bag; returns each unit's serial.
+fn answer(
+    d: &Deployment,
+    rid: u32,
+    ca: &mut Ca,
+    requests: &[(String, String)],
+) -> anyhow::Result<Vec<(String, String)>> {
+    let ca_pem = ca.pem()?;
+    let mut certificates = Vec::new();
+    let mut serials = Vec::new();
+    for (unit, csr) in requests {
+        let (cert, serial) = ca.sign(csr)?;
+        certificates.push(json!({
+            "certificate": cert,
+            "certificate_signing_request": csr,
+            "ca": ca_pem.trim(),
+            "chain": [cert, ca_pem.trim()],
+        }));
+        serials.push((unit.clone(), serial));
+    }
+    d.set_remote_app_data(
+        rid,
+        &[("certificates", &Value::from(certificates).to_string())],
+    )?;
+    Ok(serials)
+}
+
+/// psql from the host to a unit's PostgreSQL; `sslmode` and the CA given.
+fn psql(host: &str, password: &str, sslmode: &str, ca: &Path, sql: &str) -> anyhow::Result<String> {
+    let conninfo = format!(
+        "host={host} port=5432 user=operator dbname=postgres sslmode={sslmode} sslrootcert={} connect_timeout=5",
+        ca.display()
+    );
+    let out = Command::new("psql")
+        .args([&conninfo, "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+        .env("PGPASSWORD", password)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "psql {sslmode}: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// The serial of the certificate a TLS server shows (`starttls`:
+/// `postgres` for PostgreSQL, `None` for the REST API).
+fn served_serial(
+    host: &str,
+    port: u16,
+    starttls: Option<&str>,
+    ca: &Path,
+) -> anyhow::Result<String> {
+    let connect = format!("{host}:{port}");
+    let mut args = vec![
+        "s_client",
+        "-connect",
+        &connect,
+        "-verify_return_error",
+        "-CAfile",
+    ];
+    let ca = ca.display().to_string();
+    args.push(&ca);
+    if let Some(proto) = starttls {
+        args.extend(["-starttls", proto]);
+    }
+    let out = Command::new("openssl")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    anyhow::ensure!(
+        shown.contains("Verify return code: 0 (ok)"),
+        "{connect}: not verified: {}",
+        text(&out)
+    );
+    let pem_start = shown
+        .find("-----BEGIN CERTIFICATE-----")
+        .ok_or_else(|| anyhow::anyhow!("{connect}: no certificate shown"))?;
+    let pem_end = shown
+        .find("-----END CERTIFICATE-----")
+        .unwrap_or(shown.len())
+        + 25;
+    let mut child = Command::new("openssl")
+        .args(["x509", "-noout", "-serial"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&shown.as_bytes()[pem_start..pem_end.min(shown.len())])?;
+    let out = child.wait_with_output()?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string())
+}
+
+fn curl(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5"])
+        .args(args)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "curl {args:?}: {}", text(&out));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The postmaster's pid from its pid file in the unit's data directory.
+fn postmaster_pid(d: &Deployment, unit: &str) -> anyhow::Result<String> {
+    let m = d.machine(unit).expect("machine");
+    let file = m
+        .common_dir()
+        .join("var/lib/postgresql/data/postmaster.pid");
+    let text = std::fs::read_to_string(&file)?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+/// Three active units, one Primary; pgpilot sees a leader and two
+/// streaming replicas.
+fn healthy(d: &Deployment) -> anyhow::Result<()> {
+    d.wait_for("3 active units, one Primary, 2 streaming", DEPLOY, |d| {
+        let statuses = d.statuses();
+        let primaries = statuses
+            .values()
+            .filter(|s| s.0 == "active" && s.1 == "Primary")
+            .count();
+        let replicas = statuses
+            .values()
+            .filter(|s| s.0 == "active" && s.1.is_empty())
+            .count();
+        anyhow::ensure!(primaries == 1 && replicas == 2, "statuses {statuses:?}");
+        let unit = d.units()[0].clone();
+        let (leader, streaming) = cluster_shape(&d.machine(&unit).expect("machine"))?;
+        anyhow::ensure!(
+            leader.is_some() && streaming.len() == 2,
+            "{leader:?} {streaming:?}"
+        );
+        Ok(())
+    })
+}
+
+/// Relate a 3-unit deployment to a certificates provider played by the
+/// test: TLS on everywhere (PostgreSQL refuses plain remote logins, the
+/// REST API is https, both verify against the provider's CA), a renewal
+/// served without a restart, and TLS off again once the relation goes.
+#[test]
+fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    // update-status every minute: the statuses settle sooner.
+    let opts = DriverOptions {
+        update_status_interval: Some(std::time::Duration::from_secs(60)),
+        ..DriverOptions::default()
+    };
+    let d = checks::deployment(&tmp, "127.0.13", opts)?;
+    let started = Instant::now();
+    d.add_units(3)?;
+    healthy(&d)?;
+    eprintln!("deployed in {:?}", started.elapsed());
+    let password = operator_password(&d)?;
+    let mut ca = Ca::new(&tmp.path().join("ca"))?;
+
+    // Requests, then certificates.
+    let t = Instant::now();
+    let rid = d.relate("certificates", PROVIDER, 1)?;
+    let reqs = requests(&d, rid)?;
+    eprintln!("3 requests in {:?}", t.elapsed());
+    let serials = answer(&d, rid, &mut ca, &reqs)?;
+    for (unit, serial) in &serials {
+        let host = d.address(unit);
+        d.wait_for(&format!("TLS on {unit}"), DEPLOY, |_| {
+            let ssl = psql(
+                &host,
+                &password,
+                "verify-full",
+                &ca.cert,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            )?;
+            anyhow::ensure!(ssl == "t", "ssl {ssl:?}");
+            anyhow::ensure!(served_serial(&host, 5432, Some("postgres"), &ca.cert)? == *serial);
+            anyhow::ensure!(served_serial(&host, 8008, None, &ca.cert)? == *serial);
+            Ok(())
+        })?;
+        // A plain remote login is refused by pg_hba (hostssl only).
+        let e = psql(&host, &password, "disable", &ca.cert, "SELECT 1").unwrap_err();
+        assert!(format!("{e:#}").contains("no encryption"), "{unit}: {e:#}");
+        // The REST API answers over https, verified by the CA; not over http.
+        let status: Value = serde_json::from_str(&curl(&[
+            "--cacert",
+            &ca.cert.display().to_string(),
+            &format!("https://{host}:8008/patroni"),
+        ])?)?;
+        assert!(status["state"].is_string(), "{status}");
+        assert!(curl(&[&format!("http://{host}:8008/patroni")]).is_err());
+        // The key file: 0600, the daemon user's.
+        let m = d.machine(unit).expect("machine");
+        let key = std::fs::metadata(m.data_dir().join("etc/tls/key.pem"))?;
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            (key.mode() & 0o777, key.uid()),
+            (0o600, DAEMON_UID),
+            "{unit}"
+        );
+    }
+    eprintln!("TLS on everywhere in {:?}", t.elapsed());
+    healthy(&d)?;
+
+    // Renewal: the same requests signed again (new serials), served after a
+    // reload: the postmasters and pgpilots keep their pids.
+    let t = Instant::now();
+    let before: Vec<(String, String, Option<i32>)> = d
+        .units()
+        .into_iter()
+        .map(|u| {
+            let pid = postmaster_pid(&d, &u).unwrap_or_default();
+            let pgpilot = d.machine(&u).expect("machine").main_pid("pgpilot");
+            (u, pid, pgpilot)
+        })
+        .collect();
+    let renewed = answer(&d, rid, &mut ca, &reqs)?;
+    for (unit, serial) in &renewed {
+        let host = d.address(unit);
+        d.wait_for(
+            &format!("the renewed certificate on {unit}"),
+            DEPLOY,
+            |_| {
+                let pg = served_serial(&host, 5432, Some("postgres"), &ca.cert)?;
+                let api = served_serial(&host, 8008, None, &ca.cert)?;
+                anyhow::ensure!(
+                    pg == *serial && api == *serial,
+                    "served {pg} and {api}, want {serial}"
+                );
+                Ok(())
+            },
+        )?;
+    }
+    for (unit, pid, pgpilot) in &before {
+        assert_eq!(
+            &postmaster_pid(&d, unit)?,
+            pid,
+            "{unit}: PostgreSQL restarted"
+        );
+        assert_eq!(
+            &d.machine(unit).expect("machine").main_pid("pgpilot"),
+            pgpilot,
+            "{unit}: pgpilot restarted"
+        );
+    }
+    eprintln!("renewal served in {:?} without a restart", t.elapsed());
+
+    // The configure hook refuses bad tls.* values, naming the key, and
+    // writes nothing (snap set on one unit's machine, as an operator would).
+    let unit = d.units()[0].clone();
+    let m = d.machine(&unit).expect("machine");
+    let tls_dir = m.data_dir().join("etc/tls");
+    let files = |dir: &Path| -> Vec<Vec<u8>> {
+        ["cert.pem", "key.pem", "ca.pem"]
+            .iter()
+            .map(|f| std::fs::read(dir.join(f)).unwrap_or_default())
+            .collect()
+    };
+    let before_files = files(&tls_dir);
+    for (what, result, key) in [
+        (
+            "a malformed key",
+            m.set(&[(
+                "tls.key",
+                "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----",
+            )]),
+            "tls.key",
+        ),
+        (
+            "a certificate unset alone",
+            m.unset(&["tls.cert"]),
+            "tls.cert",
+        ),
+        (
+            "a CA that is not PEM",
+            m.set(&[("tls.ca", "hello")]),
+            "tls.ca",
+        ),
+    ] {
+        let e = result.expect_err(what);
+        let change = ChangeError::of(&e).unwrap_or_else(|| panic!("{what}: {e:#}"));
+        assert!(
+            change.reason.contains(&format!("invalid {key}:")),
+            "{what}: {}",
+            change.reason
+        );
+        assert!(
+            !change.reason.contains("not base64!"),
+            "{what}: the value shown"
+        );
+    }
+    assert_eq!(
+        files(&tls_dir),
+        before_files,
+        "a refused snap set wrote files"
+    );
+
+    // No private key in any log.
+    let logs = [
+        std::fs::read_to_string(d.dir().join("host.log")).unwrap_or_default(),
+        d.log_tail(usize::MAX),
+    ];
+    for unit in d.units() {
+        let m = d.machine(&unit).expect("machine");
+        for log in logs
+            .iter()
+            .cloned()
+            .chain([m.hooks_log(), m.journal("pgpilot")])
+        {
+            assert!(
+                !log.contains("PRIVATE KEY"),
+                "{unit}: a private key in a log"
+            );
+        }
+    }
+
+    // The relation goes: TLS off, plain logins work again, cluster healthy.
+    let t = Instant::now();
+    d.unrelate(rid)?;
+    for unit in d.units() {
+        let host = d.address(&unit);
+        d.wait_for(&format!("TLS off on {unit}"), DEPLOY, |_| {
+            let ssl = psql(
+                &host,
+                &password,
+                "disable",
+                &ca.cert,
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            )?;
+            anyhow::ensure!(ssl == "f", "ssl {ssl:?}");
+            curl(&[&format!("http://{host}:8008/patroni")])?;
+            Ok(())
+        })?;
+        let m = d.machine(&unit).expect("machine");
+        assert!(
+            !m.data_dir().join("etc/tls/key.pem").exists(),
+            "{unit}: key left"
+        );
+    }
+    healthy(&d)?;
+    eprintln!(
+        "TLS off in {:?}; whole test {:?}",
+        t.elapsed(),
+        started.elapsed()
+    );
+    Ok(())
+}
