@@ -152,6 +152,56 @@ impl<D: Dcs> Ha<D> {
         restored.map(|r| r.label).map_err(in_repo)
     }
 
+    /// [`Self::create_cluster_from_backup`], its outcome stored in the
+    /// repository beside the backups as `<stanza>/log/restore-<time>.log`
+    /// (best effort: a repository that does not take it within 30 s is
+    /// only logged).
+    pub(super) async fn create_cluster_from_backup_logged(
+        &mut self,
+        view: &ClusterView,
+        dynamic: &DynamicConfig,
+        from: &BootstrapFrom,
+    ) -> Result<String, HaError> {
+        let started_at = crate::backup::now_micros();
+        let started = Instant::now();
+        let result = self.create_cluster_from_backup(view, dynamic, from).await;
+        let target = from
+            .parsed_target()
+            .map(|t| restore::describe_target(&t))
+            .unwrap_or_default();
+        let outcome = match &result {
+            Ok(id) => format!("finished: the cluster runs with system identifier {id}"),
+            Err(e) => format!("failed (everything undone; the member tries again): {e}"),
+        };
+        let text = format!(
+            "restore of backup {}{target} by member {}\nstarted {}, {:.1} s\n{outcome}\n",
+            from.set(),
+            self.me,
+            crate::backup::pg_time(started_at),
+            started.elapsed().as_secs_f64()
+        );
+        if let Ok((context, location)) = self.repository() {
+            let name = format!(
+                "restore-{}.log",
+                crate::backup::label_time(started_at.div_euclid(1_000_000))
+            );
+            let key = crate::backup::chores::log_key(context.layout.stanza(), &name);
+            let put = context.storage().put(
+                &key,
+                text.into_bytes().into(),
+                crate::repo::PutMode::Overwrite,
+            );
+            match tokio::time::timeout(Duration::from_secs(30), put).await {
+                Ok(Ok(_)) => tracing::info!(%key, "the restore's log is in {location}"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot store the restore's log in {location}")
+                }
+                Err(_) => tracing::warn!("storing the restore's log in {location} took over 30 s"),
+            }
+        }
+        result
+    }
+
     /// Create the cluster from a backup; its system identifier. The caller
     /// holds `initialize` and the leader key, and undoes everything if this fails.
     pub(super) async fn create_cluster_from_backup(

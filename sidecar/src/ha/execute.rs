@@ -257,7 +257,10 @@ impl<D: Dcs> Ha<D> {
         self.set_pg_state(PgState::Initializing, Role::Uninitialized);
         self.publish(None).await;
         let created = match &from_backup {
-            Some(from) => self.create_cluster_from_backup(view, dynamic, from).await,
+            Some(from) => {
+                self.create_cluster_from_backup_logged(view, dynamic, from)
+                    .await
+            }
             None => self.create_cluster(dynamic).await,
         };
         match created {
