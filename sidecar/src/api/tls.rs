@@ -318,3 +318,57 @@ impl axum::serve::Listener for ApiListener {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::serve::Listener as _;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/snap/testdata")
+            .join(name)
+    }
+
+    /// A reload swaps the slot: the next connection is plain, then TLS, then
+    /// plain again, on the same listener.
+    #[tokio::test]
+    async fn the_listener_follows_its_slot() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let slot = slot(None).unwrap();
+        let mut listener = ApiListener::new(tcp, slot.clone()).unwrap();
+        let addr = listener.local_addr().unwrap().addr;
+
+        let _plain = TcpStream::connect(addr).await.unwrap();
+        let (io, peer) = listener.accept().await;
+        assert!(matches!(io, ApiStream::Plain(_)));
+        assert!(!peer.client_cert);
+
+        let tls = ApiTls {
+            cert_file: testdata("cert.pem"),
+            key_file: testdata("key.pem"),
+            ca_file: None,
+            verify_client: VerifyClient::None,
+        };
+        *slot.write().unwrap() = Some(server_config(&tls).unwrap());
+        let client = client_config(&ClientTls {
+            insecure: true,
+            ..Default::default()
+        })
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let handshake = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = rustls::pki_types::ServerName::try_from("test").unwrap();
+            connector.connect(name, tcp).await.map(|_| ())
+        });
+        let (io, _) = listener.accept().await;
+        assert!(matches!(io, ApiStream::Tls(_)));
+        handshake.await.unwrap().unwrap();
+
+        *slot.write().unwrap() = None;
+        let _plain = TcpStream::connect(addr).await.unwrap();
+        let (io, _) = listener.accept().await;
+        assert!(matches!(io, ApiStream::Plain(_)));
+    }
+}
