@@ -16,6 +16,7 @@ use crate::tools::{HookTools, LogLevel, NewSecret, SecretOwner, ToolError};
 
 mod backup;
 mod client;
+mod etcd_client;
 mod extensions;
 mod tls;
 
@@ -234,6 +235,7 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
             SWITCHOVER_TIMEOUT,
         )?,
         Step::SetExtensions { .. } => extensions::set_extensions(t, step, CTL_TIMEOUT)?,
+        Step::PublishEtcdClient { .. } => etcd_client::publish(t, step)?,
         Step::RequestCertificate { .. } => tls::request_certificate(t, step)?,
         Step::EnsureClientUser { .. }
         | Step::DropClientUser { .. }

@@ -5,7 +5,8 @@
 //!
 //! - plain data: [`context`] (the hook environment as one typed event),
 //!   [`status`], [`config`] (options and their checks), [`peer`] (the peer
-//!   databags), [`relation`] (the other applications' relations),
+//!   databags), [`etcd_client`] (the `etcd` relation's fields),
+//!   [`relation`] (the other applications' relations),
 //!   [`etcd`] and [`cluster`] (what etcdctl and patronictl print),
 //!   [`extensions`] (the plugin options' extensions: SQL and what it reads),
 //!   [`client`] (the `database` endpoint: requests, SQL, answers),
@@ -30,6 +31,7 @@ pub mod context;
 pub mod cos;
 pub mod dispatch;
 pub mod etcd;
+pub mod etcd_client;
 pub mod extensions;
 pub mod host;
 pub mod observe;

@@ -110,6 +110,9 @@ pub struct Observed {
     /// [`RELATION_ENDPOINTS`] has an entry, possibly empty).
     pub relations: BTreeMap<String, Vec<RelationView>>,
     pub secrets: SecretsView,
+    /// The provider's secrets on the `etcd` relation (`secret-user`,
+    /// `secret-tls`), by URI; an unreadable one is absent.
+    pub etcd_client_secrets: BTreeMap<String, BTreeMap<String, String>>,
     /// `etcdctl member list`; `None` when etcd could not be asked.
     pub etcd: Option<Vec<EtcdMember>>,
     /// `patronictl list`; `None` when pgpilot could not be asked.
@@ -170,6 +173,7 @@ impl Observed {
             address: None,
             relations: BTreeMap::new(),
             secrets: SecretsView::default(),
+            etcd_client_secrets: BTreeMap::new(),
             etcd: None,
             cluster: None,
             dynamic_config: None,
@@ -277,6 +281,7 @@ pub fn observe(
     }
 
     o.secrets = read_secrets(&o, tools);
+    o.etcd_client_secrets = read_etcd_client_secrets(&o, tools);
 
     if o.snap.is_some() {
         o.etcd = observe_etcd(&o, snap);
@@ -368,6 +373,24 @@ fn read_relations(
     Ok(views)
 }
 
+/// The secrets the external etcd's provider granted to the `etcd` relation.
+fn read_etcd_client_secrets(
+    o: &Observed,
+    tools: &dyn HookTools,
+) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for relation in o.relations_on(crate::context::ETCD_ENDPOINT) {
+        for field in ["secret-user", "secret-tls"] {
+            if let Some(uri) = relation.remote(field) {
+                if let Ok(content) = tools.secret_get(uri, true) {
+                    out.insert(uri.to_string(), content);
+                }
+            }
+        }
+    }
+    out
+}
+
 fn read_secrets(o: &Observed, tools: &dyn HookTools) -> SecretsView {
     let mut view = SecretsView::default();
     if let Some(peer) = &o.peer {
@@ -454,6 +477,14 @@ pub fn etcd_endpoints(o: &Observed) -> Vec<String> {
 }
 
 fn observe_etcd(o: &Observed, snap: &dyn SnapDriver) -> Option<Vec<EtcdMember>> {
+    // A cluster on an external etcd: the units' own has no members to list.
+    let dcs = o
+        .peer
+        .as_ref()
+        .and_then(|p| p.app(crate::etcd_client::APP_DCS));
+    if dcs == Some(crate::etcd_client::DCS_EXTERNAL) {
+        return None;
+    }
     let endpoints = etcd_endpoints(o);
     let own = o.address.as_deref().map(etcd::client_url);
     let local_only = endpoints.iter().all(|e| Some(e) == own.as_ref());

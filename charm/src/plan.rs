@@ -47,6 +47,21 @@ pub enum Step {
         id: String,
         content: BTreeMap<String, String>,
     },
+    /// The leader's side of the `etcd` relation: the application's etcd
+    /// client identity (made now when `cert` is `None`: an ECDSA key and a
+    /// self-signed leaf certificate with CN `cn`, added to the application
+    /// secret `app_secret_id` beside `app_secret`'s keys), its certificate
+    /// in a secret `label` granted to the relation, and `fields` with that
+    /// secret's URI as `secret-mtls` into our application bag there.
+    PublishEtcdClient {
+        relation_id: String,
+        label: String,
+        cn: String,
+        app_secret_id: String,
+        app_secret: BTreeMap<String, String>,
+        cert: Option<String>,
+        fields: BTreeMap<String, String>,
+    },
     /// secret-remove --revision (an obsolete revision nobody tracks).
     RemoveSecretRevision {
         id: String,
@@ -218,6 +233,17 @@ impl Step {
             Step::UpdateAppSecret { id, content } => {
                 format!("secret-set {id} ({} keys)", content.len())
             }
+            Step::PublishEtcdClient {
+                relation_id,
+                cn,
+                cert,
+                fields,
+                ..
+            } => format!(
+                "etcd client {cn} ({} identity) on {relation_id}: {}",
+                if cert.is_some() { "its" } else { "a new" },
+                fields.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
             Step::EnsureClientUser {
                 host,
                 user,

@@ -15,6 +15,8 @@
 //! 5. etcd membership (leader): departed units removed, a started learner
 //!    promoted, the next unit added as a learner, one at a time;
 //! 6. this unit's etcd: started with the member list it was admitted with;
+//!    or, for a cluster created with an `etcd` relation, neither: the
+//!    external etcd's endpoints and TLS files (reconcile/etcd_client.rs);
 //! 7. pgpilot: its keys set and started; once running, changes that restart
 //!    it wait for the leader's grant (replicas first, the primary last, one
 //!    at a time, never a member that is starting);
@@ -47,9 +49,10 @@ use crate::snap::{self, SERVICE_ETCD, SERVICE_PGPILOT};
 use crate::status::{msg, Status};
 use crate::tools::LogLevel;
 
-mod cos;
 mod backup;
 mod client;
+mod cos;
+mod etcd_client;
 mod extensions;
 mod membership;
 mod rolling;
@@ -264,39 +267,22 @@ impl<'a> Reconciler<'a> {
             Err(status) => return status,
         };
 
-        // 5. etcd membership (the leader).
-        let members = self.manage_etcd(&ip);
-        if o.is_leader {
-            self.app_status = Some(app_status(o, peer.units().len()));
-        }
-
-        // 6. This unit's etcd member.
-        let Some(my_entry) = members.iter().find(|m| m.name == me).cloned() else {
-            return Status::waiting(msg::AWAITING_ETCD_ADMISSION);
+        // 5-6. etcd: the units' own, or an external one (reconcile/etcd_client.rs).
+        let cluster_etcd = match self.cluster_etcd(&ip) {
+            Ok(c) => c,
+            Err(status) => return status,
         };
-        if !o.service_active(SERVICE_ETCD) {
-            if self.unit_value(peer::UNIT_ETCD_STARTED) != Some("true") {
-                let token = format!("{}-{}", o.model, o.app);
-                let keys = etcd::bootstrap_keys(&my_entry, &ip, &members, &token);
-                let diff = snap_diff(&o.snap_config, &keys);
-                if !diff.is_empty() {
-                    self.plan.push(Step::SnapSet(diff));
-                }
-            }
-            self.plan
-                .push(Step::StartServices(vec![SERVICE_ETCD.to_string()]));
-        }
-        self.set_unit(peer::UNIT_ETCD_STARTED, "true");
-        self.flush_unit();
+        let members = &cluster_etcd.members;
 
         // 7. pgpilot.
-        let mut desired = pgpilot_keys(&o.app, &me, &ip, &members, &passwords, &cfg);
+        let mut desired = pgpilot_keys(&o.app, &me, &ip, members, &passwords, &cfg);
         desired.extend(callback_keys(o.host.wake_command.as_deref()));
+        cluster_etcd.override_keys(&mut desired);
         let (backup_keys, backup_fingerprint) = self.s3_keys();
         desired.extend(backup_keys);
         desired.extend(self.tls_keys(&ip));
         let mut diff = snap_diff(&o.snap_config, &desired);
-        let fingerprint = config_fingerprint(&members, &o.config) + &backup_fingerprint;
+        let fingerprint = config_fingerprint(members, &o.config) + &backup_fingerprint;
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);
         if pgpilot_active {
             // Passwords and callbacks: the snap reloads pgpilot (SIGHUP),
@@ -349,6 +335,7 @@ impl<'a> Reconciler<'a> {
 
         // 9. A member that stays broken.
         self.reinit_if_broken();
+        let blocked = blocked.or(cluster_etcd.refusal);
 
         blocked.unwrap_or_else(|| self.backup_status(status))
     }
@@ -613,8 +600,8 @@ impl<'a> Reconciler<'a> {
 }
 
 /// The application status the leader shows.
-fn app_status(o: &Observed, units: usize) -> Status {
-    if units == 2 {
+fn app_status(o: &Observed, units: usize, external_etcd: bool) -> Status {
+    if units == 2 && !external_etcd {
         return Status::active(format!(
             "2 units cannot fail over (etcd loses its majority with either); run: juju add-unit {}",
             o.app

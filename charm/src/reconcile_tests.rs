@@ -254,7 +254,7 @@ pub(super) fn settled(units: usize, me: usize) -> Observed {
     if o.is_leader {
         o.dynamic_config = Some(dynamic_for(units, &Map::new()));
         o.app_status = Some(if units == 2 {
-            app_status(&o, 2)
+            app_status(&o, 2, false)
         } else {
             Status::active("")
         });

@@ -172,7 +172,10 @@ impl SnapCall {
 /// Keys whose values never appear in messages (and the TLS material:
 /// `tls.key` is secret, the certificates are pages of PEM).
 pub fn is_secret_key(key: &str) -> bool {
-    key.contains("password") || key.contains("secret") || key.starts_with("tls.")
+    key.contains("password")
+        || key.contains("secret")
+        || key.starts_with("tls.")
+        || key.starts_with("dcs-tls.")
 }
 
 pub mod argv {

@@ -20,19 +20,60 @@ pub struct Etcd {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Where it listens: `127.0.0.1`, or another loopback address.
+    pub host: String,
+    /// Client TLS, when it serves `https://`.
+    pub tls: Option<ClientTls>,
+}
+
+/// etcd serving clients over TLS only, with client certificate
+/// authentication (`--client-cert-auth`), as charmed-etcd runs it.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    /// etcd's server certificate and key (PEM files).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The certificates whose clients it accepts: CAs, or leaf certificates
+    /// trusted as they are (what charmed-etcd does with a client's
+    /// `mtls-cert`).
+    pub trusted: PathBuf,
+    /// The CA of `cert`, and an accepted client identity for [`Etcd::ctl`].
+    pub ca: PathBuf,
+    pub admin_cert: PathBuf,
+    pub admin_key: PathBuf,
 }
 
 impl Etcd {
     /// Start etcd with its data under `dir/etcd` and its log in `dir/etcd.log`,
     /// and wait until it answers `/health`.
     pub async fn start(dir: &Path) -> anyhow::Result<Etcd> {
-        let client_port = free_port();
-        let peer_port = free_port();
+        Self::spawn(dir, "127.0.0.1", free_port(), free_port(), None)?
+            .healthy()
+            .await
+    }
+
+    /// Start etcd on `host` (a loopback address of the test's own), clients
+    /// over TLS with client certificates only, and wait until `etcdctl
+    /// endpoint health` with the admin identity answers.
+    pub async fn start_tls(dir: &Path, host: &str, tls: ClientTls) -> anyhow::Result<Etcd> {
+        Self::spawn(dir, host, 2379, 2380, Some(tls))?
+            .healthy()
+            .await
+    }
+
+    fn spawn(
+        dir: &Path,
+        host: &str,
+        client_port: u16,
+        peer_port: u16,
+        tls: Option<ClientTls>,
+    ) -> anyhow::Result<Etcd> {
         let data_dir = dir.join("etcd");
         let log_path = dir.join("etcd.log");
         let log = std::fs::File::create(&log_path)?;
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://{host}:{client_port}");
+        let peer_url = format!("http://{host}:{peer_port}");
         let mut cmd = Command::new(etcd_bin());
         cmd.arg("--name")
             .arg("e")
@@ -53,6 +94,15 @@ impl Etcd {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if let Some(tls) = &tls {
+            cmd.arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.trusted)
+                .arg("--client-cert-auth");
+        }
         // Keep the operator's ETCD_* settings out of the test's etcd.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("ETCD_") {
@@ -65,20 +115,44 @@ impl Etcd {
                 etcd_bin().display()
             )
         })?;
-        let mut etcd = Etcd {
+        Ok(Etcd {
             child: Some(child),
             client_port,
             peer_port,
             data_dir,
             log_path,
-        };
-        etcd.wait_healthy(Duration::from_secs(30)).await?;
-        Ok(etcd)
+            host: host.to_string(),
+            tls,
+        })
     }
 
-    /// `http://127.0.0.1:PORT`, for `dcs.endpoints`.
+    async fn healthy(mut self) -> anyhow::Result<Etcd> {
+        self.wait_healthy(Duration::from_secs(30)).await?;
+        Ok(self)
+    }
+
+    /// `etcdctl ARGS` against this etcd (with the admin identity over TLS).
+    pub fn ctl(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        let mut cmd = Command::new("etcdctl");
+        cmd.arg(format!("--endpoints={}", self.endpoint()));
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cacert={}", tls.ca.display()))
+                .arg(format!("--cert={}", tls.admin_cert.display()))
+                .arg(format!("--key={}", tls.admin_key.display()));
+        }
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("ETCDCTL_") {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3");
+        Ok(cmd.args(args).stdin(Stdio::null()).output()?)
+    }
+
+    /// `http://127.0.0.1:PORT` (or `https://HOST:PORT`), for `dcs.endpoints`.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.client_port)
     }
 
     pub fn pid(&self) -> Option<i32> {
@@ -88,10 +162,18 @@ impl Etcd {
     async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let client = crate::http::client();
         let url = format!("{}/health", self.endpoint());
-        let child = &mut self.child;
+        let tls = self.tls.is_some();
+        let this = &*self;
         let result = crate::wait_until("etcd to answer /health", timeout, async || {
-            if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                anyhow::bail!("etcd exited ({status})");
+            if tls {
+                // No TLS in the tests' HTTP client: etcdctl with a client certificate.
+                let out = this.ctl(&["endpoint", "health"])?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                return Ok(());
             }
             let reply = crate::http::request(&client, reqwest::Method::GET, &url).await?;
             anyhow::ensure!(
@@ -103,6 +185,16 @@ impl Etcd {
             Ok(())
         })
         .await;
+        if let Some(status) = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            anyhow::bail!(
+                "etcd exited ({status})\n--- etcd log ---\n{}",
+                crate::file_tail(&self.log_path, 30)
+            );
+        }
         result.map_err(|e| {
             anyhow::anyhow!(
                 "{e:#}\n--- etcd log ({}) ---\n{}",
