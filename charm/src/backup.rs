@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::context::Event;
+use crate::context::{Event, RelationKind};
 use crate::observe::Observed;
 use crate::reconcile::snap_diff;
 use crate::s3::{self, S3Params, S3Settings};
@@ -75,12 +75,18 @@ pub struct BackupView {
     pub info: Option<CommandOutcome>,
 }
 
-/// The S3 settings of this hook.
+/// The S3 settings of this hook (a relation being broken counts as gone).
 pub fn settings(o: &Observed) -> S3Settings {
-    s3::settings(
-        o.relations_on(crate::context::S3_ENDPOINT),
-        o.backup.s3_secret.as_ref(),
-    )
+    let relations: Vec<_> = o
+        .relations_on(crate::context::S3_ENDPOINT)
+        .iter()
+        .filter(|r| {
+            !matches!(&o.event, Event::Relation { relation_id, kind: RelationKind::Broken, .. }
+                if *relation_id == r.id)
+        })
+        .cloned()
+        .collect();
+    s3::settings(&relations, o.backup.s3_secret.as_ref())
 }
 
 /// The `pgpilot.backup.*` keys this unit should hold: the S3 repository

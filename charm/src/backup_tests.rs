@@ -365,6 +365,28 @@ fn when_the_leader_checks() {
 }
 
 #[test]
+fn a_broken_relation_is_gone() {
+    let broken = Event::Relation {
+        endpoint: "s3-parameters".into(),
+        kind: RelationKind::Broken,
+        relation_id: "s3-parameters:9".into(),
+        remote_unit: None,
+        remote_app: Some("s3-integrator".into()),
+        departing_unit: None,
+    };
+    let mut o = fixture(1, Event::UpdateStatus, false);
+    o.event = broken;
+    o.relations
+        .insert("s3-parameters".into(), vec![s3_relation(&[])]);
+    assert_eq!(settings(&o), S3Settings::Unrelated);
+    let keys = desired_keys(&o, &settings(&o));
+    assert_eq!(
+        keys[0],
+        ("pgpilot.backup.repository".into(), json!("posix"))
+    );
+}
+
+#[test]
 fn the_keys_follow_the_relation() {
     let o = fixture(1, Event::UpdateStatus, false);
     let keys: BTreeMap<String, Value> = desired_keys(&o, &settings(&o)).into_iter().collect();

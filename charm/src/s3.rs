@@ -52,6 +52,9 @@ pub const SNAP_KEYS: &[&str] = &[
     "pgpilot.backup.s3.access-key",
     "pgpilot.backup.s3.secret-key",
     "pgpilot.backup.s3.storage-class",
+    // The endpoint's CA (tls-ca-chain), written by the snap beside the
+    // member file and named by `[backup.s3] ca_file`.
+    "s3-tls.ca",
 ];
 
 /// Usable S3 settings.
@@ -69,7 +72,7 @@ pub struct S3Params {
     pub uri_style: Option<String>,
     pub storage_class: Option<String>,
     pub retention_days: Option<u64>,
-    /// PEM certificates to trust for the endpoint.
+    /// PEM certificates to trust for the endpoint (`s3-tls.ca`).
     pub tls_ca_chain: Vec<String>,
 }
 
@@ -291,6 +294,11 @@ pub fn snap_keys(params: Option<&S3Params>, stanza: &str) -> Vec<(String, Value)
             Value::from(p.access_key.clone()),
             Value::from(p.secret_key.clone()),
             opt(&p.storage_class),
+            if p.tls_ca_chain.is_empty() {
+                Value::Null
+            } else {
+                Value::from(p.tls_ca_chain.join("\n"))
+            },
         ],
     };
     keys.extend(SNAP_KEYS.iter().map(|k| k.to_string()).zip(values));
@@ -436,6 +444,13 @@ mod tests {
         assert_eq!(keys["pgpilot.backup.s3.uri-style"], json!("path"));
         assert_eq!(keys["pgpilot.backup.s3.secret-key"], json!("SK"));
         assert_eq!(keys["pgpilot.backup.s3.storage-class"], Value::Null);
+        assert_eq!(keys["s3-tls.ca"], Value::Null);
+        let mut with_ca = p.clone();
+        with_ca.tls_ca_chain = vec!["PEM1".into(), "PEM2".into()];
+        let keys: BTreeMap<String, Value> = snap_keys(Some(&with_ca), "test.postgresql")
+            .into_iter()
+            .collect();
+        assert_eq!(keys["s3-tls.ca"], json!("PEM1\nPEM2"));
         let none = snap_keys(None, "test.postgresql");
         assert_eq!(
             none[0],

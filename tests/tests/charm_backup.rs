@@ -42,6 +42,28 @@ fn moto(dir: &std::path::Path, net: &str, port: u16) -> anyhow::Result<MotoServe
     Ok(m)
 }
 
+/// moto behind TLS on `<net>.250` (a test CA), with the bucket (made with
+/// curl: the harness's HTTP client speaks plain HTTP only); the CA's file.
+fn moto_tls(
+    dir: &std::path::Path,
+    net: &str,
+    port: u16,
+) -> anyhow::Result<(MotoServer, std::path::PathBuf)> {
+    let (m, ca) = MotoServer::start_tls_on(dir, &format!("{net}.250"), port)?;
+    let url = format!("{}/{BUCKET}", m.endpoint());
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", "-X", "PUT", "--cacert"])
+        .arg(&ca)
+        .arg(&url)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl PUT {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((m, ca))
+}
+
 fn s3_data(moto: &MotoServer, path: &str) -> Vec<(&'static str, String)> {
     vec![
         ("bucket", BUCKET.to_string()),
@@ -52,6 +74,25 @@ fn s3_data(moto: &MotoServer, path: &str) -> Vec<(&'static str, String)> {
         ("secret-key", "testing".to_string()),
         ("s3-uri-style", "path".to_string()),
     ]
+}
+
+/// The same as s3-integrator 2 answers a requirer that asked for
+/// `requested-secrets`: the keys in a secret named by `secret-extra`.
+/// The endpoint is behind TLS with a private CA: `tls-ca-chain` too.
+fn s3_data_v1(
+    moto: &MotoServer,
+    path: &str,
+    secret: &str,
+    ca: &std::path::Path,
+) -> anyhow::Result<Vec<(&'static str, String)>> {
+    let mut data: Vec<_> = s3_data(moto, path)
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with("-key"))
+        .collect();
+    data.push(("secret-extra", secret.to_string()));
+    let pem = std::fs::read_to_string(ca)?;
+    data.push(("tls-ca-chain", json!([pem]).to_string()));
+    Ok(data)
 }
 
 fn set_s3(d: &Deployment, rid: u32, data: &[(&'static str, String)]) -> anyhow::Result<()> {
@@ -147,11 +188,28 @@ fn fails_with(d: &Deployment, unit: &str, name: &str, params: Value, part: &str)
 
 /// The objects under `prefix` in the bucket (moto answers unsigned GETs).
 fn objects(moto: &MotoServer, prefix: &str) -> anyhow::Result<String> {
+    objects_with(moto, None, prefix)
+}
+
+/// The same over TLS (curl, trusting `ca`).
+fn objects_with(
+    moto: &MotoServer,
+    ca: Option<&std::path::Path>,
+    prefix: &str,
+) -> anyhow::Result<String> {
     let url = format!("{}/{BUCKET}?prefix={prefix}", moto.endpoint());
-    block_on(async {
-        let reply = pgpilot_e2e::http::client().get(&url).send().await?;
-        anyhow::Ok(reply.text().await?)
-    })
+    let mut curl = std::process::Command::new("curl");
+    curl.arg("-fsS");
+    if let Some(ca) = ca {
+        curl.arg("--cacert").arg(ca);
+    }
+    let out = curl.arg(&url).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn leader_status(d: &Deployment) -> (String, String) {
@@ -402,7 +460,7 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
     let d = checks::deployment(&tmp, net, quick_status())?;
     let started = Instant::now();
     d.add_units(1)?;
-    let moto = moto(tmp.path(), net, pgpilot_e2e::ports::free_port())?;
+    let (moto, ca) = moto_tls(tmp.path(), net, pgpilot_e2e::ports::free_port())?;
     d.wait_for("1 unit active", DEPLOY, |d| active(d, 1))?;
     let unit = "postgresql/0";
     fails(
@@ -413,8 +471,17 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
         NO_RELATION,
     );
     let rid = d.relate("s3-parameters", "s3-integrator", 1)?;
-    set_s3(&d, rid, &s3_data(&moto, "one"))?;
+    // s3-integrator 2's way: the credentials in a secret granted to the relation.
+    let secret =
+        d.add_remote_secret(rid, &[("access-key", "testing"), ("secret-key", "testing")])?;
+    set_s3(&d, rid, &s3_data_v1(&moto, "one", &secret, &ca)?)?;
     s3_ready(&d, 1)?;
+    let ours = d.local_app_data(rid);
+    assert_eq!(
+        ours.get("requested-secrets").map(String::as_str),
+        Some(r#"["access-key","secret-key"]"#),
+        "{ours:?}"
+    );
     eprintln!("S3 ready at {:.0} s", started.elapsed().as_secs_f64());
 
     fails(&d, unit, "restore", json!({}),
@@ -474,6 +541,10 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
         t0.elapsed().as_secs_f64()
     );
     assert_eq!(tags(&d, unit)?, "a-backup,b-first");
+    // The backup's and the restore's logs are beside the backups.
+    let logs = objects_with(&moto, Some(&ca), &format!("one/{STANZA}/log/"))?;
+    assert!(logs.contains("/log/backup-"), "{logs}");
+    assert!(logs.contains("/log/restore-"), "{logs}");
 
     // To the backup itself: only what it held.
     let t1 = Instant::now();
@@ -489,8 +560,8 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
     s3_ready(&d, 1)?;
 
     // Another cluster's stanza in a path: refused, blocked; back: cleared.
-    foreign_stanza(&tmp, &moto, "other")?;
-    set_s3(&d, rid, &s3_data(&moto, "other"))?;
+    foreign_stanza(&tmp, &moto, &ca, "other")?;
+    set_s3(&d, rid, &s3_data_v1(&moto, "other", &secret, &ca)?)?;
     let refused = "the S3 repository has backups from another cluster (bucket pg-backups path other): relate to another bucket or path";
     d.wait_for("another cluster's bucket refused", DEPLOY, |d| {
         let s = leader_status(d);
@@ -513,15 +584,35 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
             "Cluster or unit is in a blocking state: {refused}. Resolve it first (juju status)."
         ),
     );
-    set_s3(&d, rid, &s3_data(&moto, "one"))?;
+    set_s3(&d, rid, &s3_data_v1(&moto, "one", &secret, &ca)?)?;
     s3_ready(&d, 1)?;
+
+    // The relation goes: back to the snap's posix repository, no S3 key left.
+    d.unrelate(rid)?;
+    d.wait_for("the posix repository again", DEPLOY, |d| {
+        let config = d.machine(unit).expect("machine").config();
+        let backup = &config["pgpilot"]["backup"];
+        anyhow::ensure!(backup["repository"] == json!("posix"), "{backup}");
+        anyhow::ensure!(
+            backup["s3"].as_object().is_none_or(|m| m.is_empty()),
+            "{backup}"
+        );
+        anyhow::ensure!(config["s3-tls"]["ca"].is_null(), "s3-tls still set");
+        active(d, 1)
+    })?;
+    fails(&d, unit, "create-backup", json!({}), NO_RELATION);
     eprintln!("total {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
 /// A stanza `STANZA` under `path` that belongs to another cluster: a WAL
 /// segment of another system identifier archived there by pgpilot itself.
-fn foreign_stanza(tmp: &tempfile::TempDir, moto: &MotoServer, path: &str) -> anyhow::Result<()> {
+fn foreign_stanza(
+    tmp: &tempfile::TempDir,
+    moto: &MotoServer,
+    ca: &std::path::Path,
+    path: &str,
+) -> anyhow::Result<()> {
     use pgpilot_e2e::backup::{
         fake_data_dir, fake_segment, run_pgpilot, s3_section, write_member_config,
     };
@@ -539,7 +630,12 @@ fn foreign_stanza(tmp: &tempfile::TempDir, moto: &MotoServer, path: &str) -> any
         ),
     )?;
     let config = dir.join("member.toml");
-    let section = s3_section(moto, BUCKET, path, &format!("stanza = \"{STANZA}\""));
+    // [backup.s3] is the section's last table: the CA goes there.
+    let section = format!(
+        "{}ca_file = \"{}\"\n",
+        s3_section(moto, BUCKET, path, &format!("stanza = \"{STANZA}\"")),
+        ca.display()
+    );
     write_member_config(&config, &data, &section)?;
     let out = run_pgpilot(&[
         "archive-push",

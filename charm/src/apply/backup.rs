@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::{ApplyError, Target};
 use crate::actions::{CREATING, RESTORING};
+use crate::backup::CommandOutcome;
 use crate::etcd;
 use crate::plan::Step;
 use crate::snap::{Captured, SERVICE_PGPILOT};
@@ -84,14 +85,11 @@ pub(super) fn create_backup(t: &Target<'_>, step: &Step) -> Result<(), ApplyErro
     );
     show(t, status_after);
     let Some(label) = label else {
-        let reason = run
-            .stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("no output")
-            .trim()
-            .to_string();
+        let reason = CommandOutcome {
+            code: run.code,
+            output: run.stderr.clone(),
+        }
+        .reason();
         let log = match &stored {
             Ok(where_) => format!("; the log: {where_}"),
             Err(e) => format!("; Error uploading logs to S3: {e}"),

@@ -63,10 +63,19 @@ impl MotoServer {
     /// Start moto behind TLS, with a certificate for 127.0.0.1 signed by a
     /// fresh test CA (openssl). Returns the server and the CA's PEM file.
     pub fn start_tls(dir: &Path) -> anyhow::Result<(MotoServer, PathBuf)> {
-        let (ca, cert, key) = test_certificates(dir)?;
+        Self::start_tls_on(dir, "127.0.0.1", free_port())
+    }
+
+    /// The same on `host:port`, the certificate for `host`.
+    pub fn start_tls_on(
+        dir: &Path,
+        host: &str,
+        port: u16,
+    ) -> anyhow::Result<(MotoServer, PathBuf)> {
+        let (ca, cert, key) = test_certificates(dir, host)?;
         let cert = cert.display().to_string();
         let key = key.display().to_string();
-        let server = Self::spawn(dir, &["-s", "-c", &cert, "-k", &key])?;
+        let server = Self::spawn_on(dir, host, port, &["-s", "-c", &cert, "-k", &key])?;
         Ok((server, ca))
     }
 
@@ -184,9 +193,10 @@ impl Drop for MotoServer {
     }
 }
 
-/// A test CA and a server certificate for 127.0.0.1 signed by it, made with
-/// the openssl command: (CA PEM, server certificate PEM, server key PEM).
-fn test_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
+/// A test CA and a server certificate for the IP address `host` signed by
+/// it, made with the openssl command: (CA PEM, server certificate PEM,
+/// server key PEM).
+fn test_certificates(dir: &Path, host: &str) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
     let ca_key = dir.join("ca.key");
     let ca = dir.join("ca.pem");
     let key = dir.join("server.key");
@@ -195,7 +205,9 @@ fn test_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> 
     let ext = dir.join("server.ext");
     std::fs::write(
         &ext,
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        format!(
+            "subjectAltName=IP:{host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+        ),
     )?;
     let p = |path: &PathBuf| path.display().to_string();
     let steps: [Vec<String>; 3] = [
@@ -225,11 +237,10 @@ fn test_certificates(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> 
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
         ]
         .iter()
         .map(|s| s.to_string())
+        .chain([format!("/CN={host}"), "-keyout".into()])
         .chain([p(&key), "-out".into(), p(&csr)])
         .collect(),
         ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]

@@ -1003,10 +1003,14 @@ fn granted(state: &ModelState, secret: &Secret, unit: &str) -> bool {
         let Some(rel) = state.relations.get(&g.relation_id) else {
             return false;
         };
+        // Granted to the relation: the side that does not own it reads it
+        // (our units, for a secret the remote application owns).
+        let remote_owned =
+            matches!(&secret.owner, SecretOwner::Application(a) if *a == rel.remote_app);
         rel.units.contains(unit)
             && match &g.unit {
                 Some(u) => u == unit,
-                None => app_of(unit) == rel.remote_app,
+                None => app_of(unit) == rel.remote_app || remote_owned,
             }
     })
 }
