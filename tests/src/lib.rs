@@ -26,6 +26,7 @@ pub mod juju;
 pub mod member;
 pub mod monitoring;
 pub mod netcut;
+pub mod openssl;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

@@ -10,30 +10,17 @@
 //! the external etcd on 127.0.12.100.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use pgpilot_e2e::etcd::{ClientTls, Etcd};
 use pgpilot_e2e::juju::checks::{self, cluster_shape, operator_password, sql, DEPLOY};
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
+use pgpilot_e2e::openssl::openssl;
 
 const NET: &str = "127.0.12";
 const ETCD_HOST: &str = "127.0.12.100";
 const UNITS: usize = 3;
-
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// A certificate `name.pem` (key `name.key`) signed by the test CA.
 fn issue(dir: &Path, name: &str, subject: &str, ext: &str) -> anyhow::Result<()> {

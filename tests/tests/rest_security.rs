@@ -3,12 +3,12 @@
 //! certificates (`verify_client = optional | required`).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use pgpilot::api::client::{ApiClient, ClientError, Reply};
 use pgpilot::api::tls::ClientTls;
 use pgpilot_e2e::http::Method;
+use pgpilot_e2e::openssl::openssl;
 use pgpilot_e2e::{wait_until, Cluster, RunOutput};
 use serde_json::{json, Value};
 
@@ -153,19 +153,6 @@ struct Pki {
     /// A certificate from another CA.
     rogue_cert: PathBuf,
     rogue_key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
