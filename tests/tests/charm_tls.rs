@@ -108,65 +108,126 @@ impl Ca {
         let cert = std::fs::read_to_string(self.dir.join(format!("{name}.pem")))?;
         Ok((cert.trim().to_string(), format!("{:02X}", self.serial)))
     }
+
+    /// Sign `csr` with a certificate 30 days old that expires in an hour:
+    /// past 90 % of its lifetime (`openssl ca`, which takes a start date).
+    fn sign_expiring(&mut self, csr: &str) -> anyhow::Result<String> {
+        self.serial += 1;
+        let dir = self.dir.display().to_string();
+        std::fs::create_dir_all(self.dir.join("issued"))?;
+        std::fs::write(self.dir.join("index.txt"), "")?;
+        std::fs::write(self.dir.join("serial"), format!("{:04X}\n", self.serial))?;
+        std::fs::write(
+            self.dir.join("ca.cnf"),
+            format!(
+                "[ca]\ndefault_ca = this\n[this]\ndatabase = {dir}/index.txt\n\
+                 new_certs_dir = {dir}/issued\nserial = {dir}/serial\ndefault_md = sha256\n\
+                 policy = any\ncopy_extensions = copyall\nunique_subject = no\n\
+                 [any]\ncommonName = supplied\n"
+            ),
+        )?;
+        let date = |shift: &str| run("date", &self.dir, &["-u", "-d", shift, "+%Y%m%d%H%M%SZ"]);
+        let (start, end) = (date("-30 days")?, date("+1 hour")?);
+        std::fs::write(self.dir.join("expiring.csr"), format!("{}\n", csr.trim()))?;
+        run(
+            "openssl",
+            &self.dir,
+            &[
+                "ca",
+                "-batch",
+                "-config",
+                "ca.cnf",
+                "-cert",
+                "ca.pem",
+                "-keyfile",
+                "ca.key",
+                "-in",
+                "expiring.csr",
+                "-out",
+                "expiring.pem",
+                "-notext",
+                "-startdate",
+                start.trim(),
+                "-enddate",
+                end.trim(),
+            ],
+        )?;
+        Ok(std::fs::read_to_string(self.dir.join("expiring.pem"))?
+            .trim()
+            .to_string())
+    }
 }
 
-/// Each unit's request in its unit bag (the v4 format), once all have one.
+/// A unit's request in its unit bag (the v4 format).
+fn request_of(d: &Deployment, rid: u32, unit: &str) -> anyhow::Result<String> {
+    let bag = d.local_unit_data(rid, unit);
+    let list: Value = serde_json::from_str(
+        bag.get("certificate_signing_requests")
+            .ok_or_else(|| anyhow::anyhow!("{unit}: no request yet"))?,
+    )?;
+    let csr = list[0]["certificate_signing_request"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("{unit}: {list}"))?
+        .to_string();
+    anyhow::ensure!(list[0]["ca"] == json!(false), "{unit}: {list}");
+    // Nothing else of ours in that bag (Juju's address keys aside).
+    let ours: Vec<&String> = bag
+        .keys()
+        .filter(|k| !["private-address", "ingress-address", "egress-subnets"].contains(&k.as_str()))
+        .collect();
+    anyhow::ensure!(ours.len() == 1, "{unit}: other keys in its bag: {ours:?}");
+    Ok(csr)
+}
+
+/// Each unit's request, once all have one.
 fn requests(d: &Deployment, rid: u32) -> anyhow::Result<Vec<(String, String)>> {
     d.wait_for("every unit's certificate request", DEPLOY, |d| {
         d.units()
             .into_iter()
-            .map(|unit| {
-                let bag = d.local_unit_data(rid, &unit);
-                let list: Value = serde_json::from_str(
-                    bag.get("certificate_signing_requests")
-                        .ok_or_else(|| anyhow::anyhow!("{unit}: no request yet"))?,
-                )?;
-                let csr = list[0]["certificate_signing_request"]
-                    .as_str()
-                    .ok_or_else(|| anyhow::anyhow!("{unit}: {list}"))?
-                    .to_string();
-                anyhow::ensure!(list[0]["ca"] == json!(false), "{unit}: {list}");
-                // Nothing else of ours in that bag (Juju's address keys aside).
-                let ours: Vec<&String> = bag
-                    .keys()
-                    .filter(|k| {
-                        !["private-address", "ingress-address", "egress-subnets"]
-                            .contains(&k.as_str())
-                    })
-                    .collect();
-                anyhow::ensure!(ours.len() == 1, "{unit}: other keys in its bag: {ours:?}");
-                Ok((unit, csr))
-            })
+            .map(|unit| Ok((unit.clone(), request_of(d, rid, &unit)?)))
             .collect()
     })
 }
 
-/// The provider answers every request: the `certificates` list of its
-/// application bag; returns each unit's serial.
+/// The provider's application bag: a certificate for each (request,
+/// certificate), in the v4 format.
+fn publish(d: &Deployment, rid: u32, ca: &Ca, issued: &[(String, String)]) -> anyhow::Result<()> {
+    let ca_pem = ca.pem()?;
+    let certificates: Vec<Value> = issued
+        .iter()
+        .map(|(csr, cert)| {
+            json!({
+                "certificate": cert,
+                "certificate_signing_request": csr,
+                "ca": ca_pem.trim(),
+                "chain": [cert, ca_pem.trim()],
+            })
+        })
+        .collect();
+    d.set_remote_app_data(
+        rid,
+        &[("certificates", &Value::from(certificates).to_string())],
+    )
+}
+
+/// The provider answers every request: (unit, request, certificate, serial).
 fn answer(
     d: &Deployment,
     rid: u32,
     ca: &mut Ca,
     requests: &[(String, String)],
-) -> anyhow::Result<Vec<(String, String)>> {
-    let ca_pem = ca.pem()?;
-    let mut certificates = Vec::new();
-    let mut serials = Vec::new();
+) -> anyhow::Result<Vec<(String, String, String, String)>> {
+    let mut issued = Vec::new();
     for (unit, csr) in requests {
         let (cert, serial) = ca.sign(csr)?;
-        certificates.push(json!({
-            "certificate": cert,
-            "certificate_signing_request": csr,
-            "ca": ca_pem.trim(),
-            "chain": [cert, ca_pem.trim()],
-        }));
-        serials.push((unit.clone(), serial));
+        issued.push((unit.clone(), csr.clone(), cert, serial));
     }
-    d.set_remote_app_data(
-        rid,
-        &[("certificates", &Value::from(certificates).to_string())],
-    )?;
-    Ok(serials)
+    let pairs: Vec<(String, String)> = issued
+        .iter()
+        .map(|(_, csr, cert, _)| (csr.clone(), cert.clone()))
+        .collect();
+    publish(d, rid, ca, &pairs)?;
+    Ok(issued)
 }
 
 /// psql from the host to a unit's PostgreSQL; `sslmode` and the CA given.
@@ -308,7 +369,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
     let reqs = requests(&d, rid)?;
     eprintln!("3 requests in {:?}", t.elapsed());
     let serials = answer(&d, rid, &mut ca, &reqs)?;
-    for (unit, serial) in &serials {
+    for (unit, _, _, serial) in &serials {
         let host = d.address(unit);
         d.wait_for(&format!("TLS on {unit}"), DEPLOY, |_| {
             let ssl = psql(
@@ -360,7 +421,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
         })
         .collect();
     let renewed = answer(&d, rid, &mut ca, &reqs)?;
-    for (unit, serial) in &renewed {
+    for (unit, _, _, serial) in &renewed {
         let host = d.address(unit);
         d.wait_for(
             &format!("the renewed certificate on {unit}"),
@@ -389,6 +450,42 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
         );
     }
     eprintln!("renewal served in {:?} without a restart", t.elapsed());
+
+    // Past 90 % of its lifetime: the unit asks again (a new request, the
+    // same key); the certificate for it is served without a restart.
+    let t = Instant::now();
+    let (unit, old_csr, _, _) = renewed[1].clone();
+    let mut issued: Vec<(String, String)> = renewed
+        .iter()
+        .map(|(_, csr, cert, _)| (csr.clone(), cert.clone()))
+        .collect();
+    issued[1].1 = ca.sign_expiring(&old_csr)?;
+    publish(&d, rid, &ca, &issued)?;
+    let new_csr = d.wait_for(&format!("a new request from {unit}"), DEPLOY, |d| {
+        let csr = request_of(d, rid, &unit)?;
+        anyhow::ensure!(csr != old_csr, "still the old request");
+        Ok(csr)
+    })?;
+    let (cert, serial) = ca.sign(&new_csr)?;
+    issued[1] = (new_csr, cert);
+    publish(&d, rid, &ca, &issued)?;
+    let host = d.address(&unit);
+    d.wait_for(
+        &format!("the certificate of {unit}'s new request"),
+        DEPLOY,
+        |_| {
+            let pg = served_serial(&host, 5432, Some("postgres"), &ca.cert)?;
+            anyhow::ensure!(pg == serial, "served {pg}, want {serial}");
+            Ok(())
+        },
+    )?;
+    let (_, pid, _) = &before[1];
+    assert_eq!(
+        &postmaster_pid(&d, &unit)?,
+        pid,
+        "{unit}: PostgreSQL restarted"
+    );
+    eprintln!("re-requested at 90% and served in {:?}", t.elapsed());
 
     // The configure hook refuses bad tls.* values, naming the key, and
     // writes nothing (snap set on one unit's machine, as an operator would).
