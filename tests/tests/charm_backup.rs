@@ -556,6 +556,33 @@ fn restore_one_unit_and_refuse_another_clusters_bucket() -> anyhow::Result<()> {
         t1.elapsed().as_secs_f64()
     );
     assert_eq!(tags(&d, unit)?, "a-backup");
+
+    // A time past the archived WAL: pgpilot gives the restore up, the unit
+    // is blocked; another restore (a failed one does not stand in its way)
+    // brings the cluster back.
+    let never = "2099-01-01 00:00:00+00";
+    let r = act(&d, unit, "restore", json!({ "restore-to-time": never }))
+        .map_err(anyhow::Error::msg)?;
+    assert_eq!(r["restore-status"], "restore started");
+    let failed = format!(
+        "Failed to restore backup {never}: pgpilot could not restore it (snap logs charmed-postgresql.pgpilot says why); run restore again with another backup-id or restore-to-time"
+    );
+    d.wait_for("the failed restore shown", DEPLOY, |d| {
+        let s = leader_status(d);
+        anyhow::ensure!(s == ("blocked".to_string(), failed.clone()), "{s:?}");
+        Ok(())
+    })?;
+    fails(
+        &d,
+        unit,
+        "create-backup",
+        json!({}),
+        &format!("Unit is in a blocking state: {failed}. Resolve it first (juju status)."),
+    );
+    let r = act(&d, unit, "restore", json!({ "backup-id": id })).map_err(anyhow::Error::msg)?;
+    assert_eq!(r["restore-status"], "restore started");
+    restored(&d)?;
+    assert_eq!(tags(&d, unit)?, "a-backup");
     write(&d, unit, "d-after")?;
     s3_ready(&d, 1)?;
 

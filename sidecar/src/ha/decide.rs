@@ -85,6 +85,10 @@ pub struct Inputs<'a> {
     pub following: Option<&'a str>,
     /// pg_rewind of this data directory failed; do not retry it.
     pub rewind_failed: bool,
+    /// This member's bootstrap from a backup (`[bootstrap_from]`) failed and
+    /// was undone; it fails the same way again (a missing label, a target
+    /// past the archived WAL), so it is not retried until pgpilot restarts.
+    pub bootstrap_failed: bool,
 }
 
 /// One step for the executor, in the order given. The executor stops at the
@@ -273,6 +277,10 @@ fn decide_empty(i: &Inputs, i_lead: bool, other_leader: Option<String>) -> Decis
         (None, _) if i.tags.nofailover => {
             Decision::wait("cluster not initialized; nofailover members do not bootstrap")
         }
+        (None, _) if i.bootstrap_failed => Decision::wait(
+            "cluster not initialized; my bootstrap from a backup failed (the error is \
+             logged above): fix [bootstrap_from] and restart pgpilot to try again",
+        ),
         (None, _) => Decision::new(
             vec![Action::Bootstrap],
             "cluster not initialized: racing to bootstrap it",

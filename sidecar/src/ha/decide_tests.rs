@@ -107,6 +107,7 @@ struct Local {
     /// Seconds PostgreSQL has been down while "me" led.
     down_for: Option<u64>,
     rewind_failed: bool,
+    bootstrap_failed: bool,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -140,6 +141,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         wall_now: 1_800_000_000,
         down_for: Some(0),
         rewind_failed: false,
+        bootstrap_failed: false,
     }
 }
 
@@ -195,6 +197,7 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
         wall_now: l.wall_now,
         primary_down_since: l.down_for.map(|d| now - Duration::from_secs(d)),
         rewind_failed: l.rewind_failed,
+        bootstrap_failed: l.bootstrap_failed,
         now,
         peers: &l.peers,
         following: l.following,
@@ -242,6 +245,8 @@ async fn new_member_with_empty_data_directory() {
     let empty = || local(DataDir::Empty, LocalPg::Stopped);
     let mut nofailover = empty();
     nofailover.tags.nofailover = true;
+    let mut gave_up = empty();
+    gave_up.bootstrap_failed = true;
     check(
         "empty data directory",
         vec![
@@ -255,6 +260,12 @@ async fn new_member_with_empty_data_directory() {
                 "nofailover members do not bootstrap",
                 Cluster::new().view(),
                 nofailover,
+                vec![],
+            ),
+            (
+                "a failed bootstrap from a backup is not retried",
+                Cluster::new().view(),
+                gave_up,
                 vec![],
             ),
             (

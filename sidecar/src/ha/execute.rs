@@ -280,6 +280,8 @@ impl<D: Dcs> Ha<D> {
                 let _ = self.dcs.release_leader().await;
                 let _ = self.dcs.cancel_initialize().await;
                 self.set_pg_state(PgState::InitdbFailed, Role::Uninitialized);
+                // A backup that cannot be restored fails the same way again.
+                self.bootstrap_failed = from_backup.is_some();
                 Err(e)
             }
         }

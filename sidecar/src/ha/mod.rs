@@ -60,6 +60,8 @@ pub struct Ha<D: Dcs> {
     primary_down_since: Option<Instant>,
     /// pg_rewind failed for this data directory (cleared when it is re-created).
     rewind_failed: bool,
+    /// The bootstrap from a backup failed: not retried until a restart.
+    bootstrap_failed: bool,
     /// Standbys PostgreSQL is told to wait for (sync mode, leader only).
     sync_standbys: Vec<String>,
 }
@@ -90,6 +92,7 @@ impl<D: Dcs> Ha<D> {
             last_status_written: None,
             primary_down_since: None,
             rewind_failed: false,
+            bootstrap_failed: false,
             sync_standbys: Vec::new(),
         }
     }
@@ -332,6 +335,7 @@ impl<D: Dcs> Ha<D> {
             peers: &peers,
             following: self.following.as_deref(),
             rewind_failed: self.rewind_failed,
+            bootstrap_failed: self.bootstrap_failed,
         });
         log_decision(&decision);
         let my_lease = self.dcs.lease_id();
