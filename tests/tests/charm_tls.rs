@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use pgpilot_e2e::juju::checks::{self, cluster_shape, operator_password, DEPLOY};
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
+use pgpilot_e2e::openssl::openssl;
 use pgpilot_e2e::snapd::ChangeError;
 use serde_json::{json, Value};
 
@@ -28,12 +29,6 @@ fn text(out: &Output) -> String {
     )
 }
 
-fn run(program: &str, dir: &Path, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program).current_dir(dir).args(args).output()?;
-    anyhow::ensure!(out.status.success(), "{program} {args:?}: {}", text(&out));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// The CA of the test's provider, made with the openssl CLI.
 struct Ca {
     dir: PathBuf,
@@ -44,8 +39,7 @@ struct Ca {
 impl Ca {
     fn new(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        run(
-            "openssl",
+        openssl(
             dir,
             &[
                 "req",
@@ -83,8 +77,7 @@ impl Ca {
             self.dir.join(format!("{name}.csr")),
             format!("{}\n", csr.trim()),
         )?;
-        run(
-            "openssl",
+        openssl(
             &self.dir,
             &[
                 "x509",
@@ -126,11 +119,16 @@ impl Ca {
                  [any]\ncommonName = supplied\n"
             ),
         )?;
-        let date = |shift: &str| run("date", &self.dir, &["-u", "-d", shift, "+%Y%m%d%H%M%SZ"]);
+        let date = |shift: &str| -> anyhow::Result<String> {
+            let out = Command::new("date")
+                .args(["-u", "-d", shift, "+%Y%m%d%H%M%SZ"])
+                .output()?;
+            anyhow::ensure!(out.status.success(), "date -d {shift}: {}", text(&out));
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        };
         let (start, end) = (date("-30 days")?, date("+1 hour")?);
         std::fs::write(self.dir.join("expiring.csr"), format!("{}\n", csr.trim()))?;
-        run(
-            "openssl",
+        openssl(
             &self.dir,
             &[
                 "ca",
