@@ -15,8 +15,6 @@
 
 use std::path::PathBuf;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Map, Value};
 
 use super::{SnapError, SnapPaths};
@@ -99,31 +97,11 @@ pub fn with_section(mut pgpilot: Value, paths: &DcsTlsPaths, tls: &DcsTlsFiles) 
 /// The `dcs-tls` tree: `None` when unset, the checked files, or an error
 /// naming the key at fault. A private key's text is never quoted.
 pub fn render(tree: &Value) -> Result<Option<DcsTlsFiles>, SnapError> {
-    let map = match tree {
-        Value::Null => return Ok(None),
-        Value::String(s) if s.is_empty() => return Ok(None),
-        Value::Object(m) => m,
-        _ => {
-            return Err(SnapError::new(
-                TREE,
-                "must be a tree: set dcs-tls.ca (and dcs-tls.cert with dcs-tls.key)",
-            ))
-        }
+    let all = "dcs-tls.ca (and dcs-tls.cert with dcs-tls.key)";
+    let Some(pems) = super::tls::PemTree::read(tree, TREE, &KEYS, all)? else {
+        return Ok(None);
     };
-    if let Some(k) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
-        return Err(SnapError::new(
-            format!("{TREE}.{k}"),
-            "unknown key: the keys are dcs-tls.ca, dcs-tls.cert and dcs-tls.key",
-        ));
-    }
-    let text = |k: &str| -> Result<Option<String>, SnapError> {
-        match map.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
-            Some(Value::String(s)) => Ok(Some(format!("{}\n", s.trim()))),
-            Some(_) => Err(SnapError::new(format!("{TREE}.{k}"), "must be PEM text")),
-        }
-    };
+    let text = |k: &str| pems.text(k);
     let (ca, cert, key) = (text("ca")?, text("cert")?, text("key")?);
     let Some(ca) = ca else {
         return match (cert, key) {
@@ -139,9 +117,7 @@ pub fn render(tree: &Value) -> Result<Option<DcsTlsFiles>, SnapError> {
         (None, None) => None,
         (Some(cert), Some(key)) => {
             let chain = super::tls::certs("dcs-tls.cert", &cert)?;
-            let private = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|_| {
-                SnapError::new("dcs-tls.key", "is not a PEM private key (value not shown)")
-            })?;
+            let private = super::tls::private_key("dcs-tls.key", &key)?;
             let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
             rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()

@@ -28,23 +28,11 @@ pub fn ca_path(paths: &SnapPaths) -> PathBuf {
 /// The `s3-tls` tree: `None` when unset, the checked PEM text, or an error
 /// naming the key at fault.
 pub fn render(tree: &Value) -> Result<Option<String>, SnapError> {
-    let map = match tree {
-        Value::Null => return Ok(None),
-        Value::String(s) if s.is_empty() => return Ok(None),
-        Value::Object(m) => m,
-        _ => return Err(SnapError::new(TREE, "must be a tree: set s3-tls.ca")),
+    let Some(pems) = super::tls::PemTree::read(tree, TREE, &["ca"], "s3-tls.ca")? else {
+        return Ok(None);
     };
-    if let Some(k) = map.keys().find(|k| k.as_str() != "ca") {
-        return Err(SnapError::new(
-            format!("{TREE}.{k}"),
-            "unknown key: the key is s3-tls.ca",
-        ));
-    }
-    let ca = match map.get("ca") {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(s)) if s.trim().is_empty() => return Ok(None),
-        Some(Value::String(s)) => format!("{}\n", s.trim()),
-        Some(_) => return Err(SnapError::new("s3-tls.ca", "must be PEM text")),
+    let Some(ca) = pems.text("ca")? else {
+        return Ok(None);
     };
     super::tls::certs("s3-tls.ca", &ca)?;
     Ok(Some(ca))

@@ -83,36 +83,77 @@ pub(super) fn certs(key: &str, text: &str) -> Result<Vec<CertificateDer<'static>
     Ok(certs)
 }
 
-/// The `tls` tree: `None` when unset (TLS off), the checked files, or an
-/// error naming the key at fault. A private key's text is never quoted.
-pub fn render(tree: &Value) -> Result<Option<TlsFiles>, SnapError> {
-    let map = match tree {
-        Value::Null => return Ok(None),
-        Value::String(s) if s.is_empty() => return Ok(None),
-        Value::Object(m) => m,
-        _ => {
+/// A snap tree of PEM texts (`tls`, `dcs-tls`, `s3-tls`) as snapctl gives
+/// it: unset or empty is `None`; a key outside `keys` or a value that is not
+/// text is refused naming the snap key.
+pub(super) struct PemTree<'a> {
+    name: &'static str,
+    map: &'a Map<String, Value>,
+}
+
+impl<'a> PemTree<'a> {
+    /// `all_keys` names the keys for the error messages.
+    pub(super) fn read(
+        tree: &'a Value,
+        name: &'static str,
+        keys: &[&str],
+        all_keys: &str,
+    ) -> Result<Option<Self>, SnapError> {
+        let map = match tree {
+            Value::Null => return Ok(None),
+            Value::String(s) if s.is_empty() => return Ok(None),
+            Value::Object(m) => m,
+            _ => {
+                return Err(SnapError::new(
+                    name,
+                    format!("must be a tree: set {all_keys}"),
+                ))
+            }
+        };
+        if let Some(k) = map.keys().find(|k| !keys.contains(&k.as_str())) {
             return Err(SnapError::new(
-                "tls",
-                "must be a tree: set tls.cert, tls.key and tls.ca",
-            ))
-        }
-    };
-    for k in map.keys() {
-        if !KEYS.contains(&k.as_str()) {
-            return Err(SnapError::new(
-                format!("tls.{k}"),
-                "unknown key: the keys are tls.cert, tls.key and tls.ca",
+                format!("{name}.{k}"),
+                format!("unknown key: the keys are {all_keys}"),
             ));
         }
+        Ok(Some(PemTree { name, map }))
     }
-    let text = |k: &str| -> Result<Option<String>, SnapError> {
-        match map.get(k) {
+
+    /// A key's text, trimmed with one final newline; `None` when unset or
+    /// blank.
+    pub(super) fn text(&self, key: &str) -> Result<Option<String>, SnapError> {
+        match self.map.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
             Some(Value::String(s)) => Ok(Some(format!("{}\n", s.trim()))),
-            Some(_) => Err(SnapError::new(format!("tls.{k}"), "must be PEM text")),
+            Some(_) => Err(SnapError::new(
+                format!("{}.{key}", self.name),
+                "must be PEM text",
+            )),
         }
+    }
+}
+
+/// A PEM private key; the error names the snap key, never the text.
+pub(super) fn private_key(key: &str, text: &str) -> Result<PrivateKeyDer<'static>, SnapError> {
+    PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
+            }
+            _ => "is not a PEM private key (value not shown)",
+        };
+        SnapError::new(key, why)
+    })
+}
+
+/// The `tls` tree: `None` when unset (TLS off), the checked files, or an
+/// error naming the key at fault. A private key's text is never quoted.
+pub fn render(tree: &Value) -> Result<Option<TlsFiles>, SnapError> {
+    let Some(pems) = PemTree::read(tree, "tls", &KEYS, "tls.cert, tls.key and tls.ca")? else {
+        return Ok(None);
     };
+    let text = |k: &str| pems.text(k);
     let (cert, key, ca) = (text("cert")?, text("key")?, text("ca")?);
     let (cert, key, ca) = match (cert, key, ca) {
         (None, None, None) => return Ok(None),
@@ -137,15 +178,7 @@ pub fn render(tree: &Value) -> Result<Option<TlsFiles>, SnapError> {
         }
     };
     let chain = certs("tls.cert", &cert)?;
-    let private = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {
-        let why = match e {
-            rustls::pki_types::pem::Error::NoItemsFound => {
-                "holds no PEM private key (-----BEGIN PRIVATE KEY-----)".to_string()
-            }
-            _ => "is not a PEM private key (value not shown)".to_string(),
-        };
-        SnapError::new("tls.key", why)
-    })?;
+    let private = private_key("tls.key", &key)?;
     certs("tls.ca", &ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ServerConfig::builder_with_provider(provider)
