@@ -351,6 +351,14 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// The first line of every script that changes something: its commits do
+/// not wait for a synchronous standby. While the cluster has none yet
+/// (units still joining, `synchronous_mode_strict`), a commit would wait
+/// for one, and the hook with it. A change lost with a primary that fails
+/// before its standbys replayed it is made again by the next hook: the
+/// decision compares with what the primary has.
+pub const LOCAL_COMMIT: &str = "SET synchronous_commit = local;\n";
+
 /// Nothing this transaction runs is logged, nor its errors' statements,
 /// nor kept by pg_stat_statements.
 const QUIET: &str = "SET LOCAL log_statement = 'none';
@@ -383,7 +391,7 @@ pub fn ensure_user_sql(
     database: &str,
 ) -> String {
     let flag = |on: bool, name: &str| format!("{}{name}", if on { "" } else { "NO" });
-    let mut sql = String::from("BEGIN;\n");
+    let mut sql = format!("{LOCAL_COMMIT}BEGIN;\n");
     sql.push_str(QUIET);
     sql.push_str(&create_group_sql(ADMIN_GROUP));
     sql.push_str(&format!(
@@ -426,7 +434,7 @@ pub fn ensure_user_sql(
 pub fn database_grants_sql(user: &str) -> String {
     let u = ident(user);
     format!(
-        "GRANT ALL ON SCHEMA public TO {u};
+        "{LOCAL_COMMIT}GRANT ALL ON SCHEMA public TO {u};
 GRANT ALL ON ALL TABLES IN SCHEMA public TO {u};
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {u};
 GRANT ALL ON ALL FUNCTIONS IN SCHEMA public TO {u};
@@ -440,7 +448,7 @@ GRANT ALL ON ALL FUNCTIONS IN SCHEMA public TO {u};
 pub fn drop_prepare_sql(user: &str) -> String {
     let (l, i) = (literal(user), ident(user));
     format!(
-        "DO $do$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {l}) THEN ALTER ROLE {i} NOLOGIN; END IF; END $do$;
+        "{LOCAL_COMMIT}DO $do$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = {l}) THEN ALTER ROLE {i} NOLOGIN; END IF; END $do$;
 SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = {l};
 SELECT CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = {l})
        THEN (SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database
@@ -462,14 +470,14 @@ pub fn terminate_sql(user: &str) -> String {
 /// privileges go.
 pub fn drop_owned_sql(user: &str, superuser: &str) -> String {
     format!(
-        "REASSIGN OWNED BY {u} TO {s};\nDROP OWNED BY {u};\n",
+        "{LOCAL_COMMIT}REASSIGN OWNED BY {u} TO {s};\nDROP OWNED BY {u};\n",
         u = ident(user),
         s = ident(superuser)
     )
 }
 
 pub fn drop_role_sql(user: &str) -> String {
-    format!("DROP ROLE IF EXISTS {};\n", ident(user))
+    format!("{LOCAL_COMMIT}DROP ROLE IF EXISTS {};\n", ident(user))
 }
 
 /// Where clients connect: the primary, and the healthy replicas (sorted;

@@ -294,7 +294,8 @@ fn ensure_sql_quotes_and_logs_nothing() {
     );
     assert_eq!(
         sql,
-        "BEGIN;
+        "SET synchronous_commit = local;
+BEGIN;
 SET LOCAL log_statement = 'none';
 SET LOCAL log_min_duration_statement = -1;
 SET LOCAL log_min_error_statement = 'panic';
@@ -310,17 +311,29 @@ REVOKE ALL ON DATABASE \"my\"\"db\" FROM PUBLIC;
 GRANT ALL ON DATABASE \"my\"\"db\" TO \"relation-7\", \"admin\";
 "
     );
-    assert!(database_grants_sql("relation-7")
-        .starts_with("GRANT ALL ON SCHEMA public TO \"relation-7\";\n"));
+    assert!(database_grants_sql("relation-7").starts_with(
+        "SET synchronous_commit = local;\nGRANT ALL ON SCHEMA public TO \"relation-7\";\n"
+    ));
     assert_eq!(
         drop_owned_sql("relation-7", "operator"),
-        "REASSIGN OWNED BY \"relation-7\" TO \"operator\";\nDROP OWNED BY \"relation-7\";\n"
+        "SET synchronous_commit = local;\nREASSIGN OWNED BY \"relation-7\" TO \"operator\";\nDROP OWNED BY \"relation-7\";\n"
     );
     assert_eq!(
         drop_role_sql("relation-7"),
-        "DROP ROLE IF EXISTS \"relation-7\";\n"
+        "SET synchronous_commit = local;\nDROP ROLE IF EXISTS \"relation-7\";\n"
     );
     let prepare = drop_prepare_sql("relation-7");
+    // Every script that changes something commits without waiting for a
+    // synchronous standby.
+    for script in [
+        ensure_user_sql("u", "v", &UserSpec::default(), &set(&[]), "db"),
+        database_grants_sql("u"),
+        prepare.clone(),
+        drop_owned_sql("u", "operator"),
+        drop_role_sql("u"),
+    ] {
+        assert!(script.starts_with(LOCAL_COMMIT), "{script}");
+    }
     assert!(prepare.contains("ALTER ROLE \"relation-7\" NOLOGIN"));
     assert!(prepare
         .contains("pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'relation-7'"));
