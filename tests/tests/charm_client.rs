@@ -67,6 +67,30 @@ fn unit_at(d: &Deployment, endpoint: &str) -> String {
         .unwrap_or_else(|| panic!("no unit at {endpoint}"))
 }
 
+/// update-status every minute: a rolling restart, or a replica healthy
+/// again, that nothing wakes goes on within a minute (docs/charm.md "Not
+/// built yet"); the endpoints' moves are checked to come from other hooks.
+fn every_minute() -> DriverOptions {
+    DriverOptions {
+        update_status_interval: Some(Duration::from_secs(60)),
+        ..DriverOptions::default()
+    }
+}
+
+/// Wait until pgpilot (asked on `m`) has a streaming synchronous standby:
+/// with `synchronous_mode_strict` only it may take over.
+fn sync_standby(d: &Deployment, m: &Machine) -> anyhow::Result<()> {
+    d.wait_for("a synchronous standby streams", DEPLOY, |_| {
+        let list = checks::members(m)?;
+        anyhow::ensure!(
+            list.iter()
+                .any(|v| v["Role"] == "Sync Standby" && v["State"] == "streaming"),
+            "members {list:?}"
+        );
+        Ok(())
+    })
+}
+
 /// `endpoints` names `endpoint` within `limit` of `since`, written by a
 /// hook that a member's callback caused, not by update-status.
 fn follow(
@@ -89,15 +113,22 @@ fn follow(
         "{what}: endpoints name {endpoint} {:.1} s after it began",
         moved.as_secs_f64()
     );
+    not_by_update_status(d, rid, &format!("endpoints=\"{endpoint}\""), what)?;
+    assert!(moved < limit, "{what}: the endpoints took {moved:?}");
+    Ok(())
+}
+
+/// The last hook that wrote `key=value` to our bag of relation `rid` was
+/// not update-status (from the debug log, where the charm logs each step).
+fn not_by_update_status(d: &Deployment, rid: u32, wrote: &str, what: &str) -> anyhow::Result<()> {
     let log = std::fs::read_to_string(d.model().debug_log_path())?;
-    let wrote = format!("relation-set database:{rid} (app) endpoints=\"{endpoint}\"");
+    let step = format!("relation-set database:{rid} (app) ");
     let line = log
         .lines()
-        .rfind(|l| l.contains(&wrote))
+        .rfind(|l| l.contains(&step) && l.contains(wrote))
         .ok_or_else(|| anyhow::anyhow!("no hook wrote {wrote}"))?;
     eprintln!("{what}: {}", line.split(" DEBUG ").next().unwrap_or(line));
-    assert!(!line.contains("update-status"), "{what}: written by {line}");
-    assert!(moved < limit, "{what}: the endpoints took {moved:?}");
+    anyhow::ensure!(!line.contains("update-status"), "{what}: written by {line}");
     Ok(())
 }
 
@@ -177,14 +208,7 @@ fn assert_not_logged(d: &Deployment, secret: &str) -> anyhow::Result<()> {
 #[test]
 fn a_client_gets_a_database_and_follows_failovers() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    // update-status every minute: a rolling restart that nothing wakes
-    // goes on within a minute (docs/charm.md "Not built yet"); the
-    // endpoints' moves are checked to come from other hooks.
-    let every_minute = DriverOptions {
-        update_status_interval: Some(Duration::from_secs(60)),
-        ..DriverOptions::default()
-    };
-    let d = checks::deployment(&tmp, "127.0.6", every_minute)?;
+    let d = checks::deployment(&tmp, "127.0.6", every_minute())?;
     let started = Instant::now();
     d.add_units(3)?;
     let rid = d.relate("database", "myapp", 1)?;
@@ -318,15 +342,7 @@ fn a_client_gets_a_database_and_follows_failovers() -> anyhow::Result<()> {
     // A failover: the new primary's machine is lost. Only a synchronous
     // standby may take over (synchronous_mode_strict): wait for one.
     let lm = d.machine(&leader).expect("the leader's machine");
-    d.wait_for("a synchronous standby streams", DEPLOY, |_| {
-        let list = checks::members(&lm)?;
-        anyhow::ensure!(
-            list.iter()
-                .any(|v| v["Role"] == "Sync Standby" && v["State"] == "streaming"),
-            "members {list:?}"
-        );
-        Ok(())
-    })?;
+    sync_standby(&d, &lm)?;
     d.settle(DEPLOY)?;
     let lost = Instant::now();
     d.power_off(&candidate)?;
@@ -396,11 +412,12 @@ fn a_client_gets_a_database_and_follows_failovers() -> anyhow::Result<()> {
 
 /// One unit: an unknown extra-user-role and a v1 request are refused with
 /// statuses that say so; fixed, the user is made; requested without
-/// secrets, the answer is plain text.
+/// secrets, the answer is plain text; settled, hooks write nothing; a unit
+/// added and removed moves `read-only-endpoints` (not by update-status).
 #[test]
 fn bad_client_requests_are_refused_until_fixed() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
-    let d = checks::deployment(&tmp, "127.0.7", DriverOptions::default())?;
+    let d = checks::deployment(&tmp, "127.0.7", every_minute())?;
     d.add_units(1)?;
     let unit = "postgresql/0";
     let blocked_with = |what: &str, needle: &str| {
@@ -505,5 +522,68 @@ fn bad_client_requests_are_refused_until_fixed() -> anyhow::Result<()> {
         assert_eq!(run.writes, 0, "a settled update-status wrote: {run:?}");
     }
     assert_eq!(revisions(&d), before, "new secret revisions");
+
+    // A scale change: a new unit's replica becomes a read-only endpoint;
+    // its unit removed, it is one no more.
+    let primary = d.local_app_data(plain)["endpoints"].clone();
+    let added = d.add_units(1)?;
+    let replica = format!("{}:5432", d.address(&added[0]));
+    let grown = Instant::now();
+    d.wait_for("the new replica is a read-only endpoint", DEPLOY, |d| {
+        let bag = d.local_app_data(plain);
+        anyhow::ensure!(bag["read-only-endpoints"] == replica, "{bag:?}");
+        Ok(())
+    })?;
+    eprintln!(
+        "scale up: {replica} is a read-only endpoint {:.1} s after add-unit",
+        grown.elapsed().as_secs_f64()
+    );
+    let wrote = format!("read-only-endpoints=\"{replica}\"");
+    not_by_update_status(&d, plain, &wrote, "scale up")?;
+    // The roll that a new etcd member starts may hand the primary over to
+    // the new unit: once it is over, the primary goes back to the first
+    // unit, so that the new one is the replica to remove.
+    d.wait_for("both units settled", DEPLOY, |d| {
+        let statuses = d.statuses();
+        anyhow::ensure!(
+            statuses
+                .values()
+                .all(|(s, m)| s == "active" && !m.contains("restart")),
+            "{statuses:?}"
+        );
+        Ok(())
+    })?;
+    sync_standby(&d, &m)?;
+    d.settle(DEPLOY)?;
+    if d.local_app_data(plain)["endpoints"] != primary {
+        let run = d.run_action(unit, "promote-to-primary", json!({"scope": "unit"}))?;
+        assert_eq!(run.status, "completed", "{}: {:?}", run.message, run.logs);
+    }
+    d.wait_for("the new unit is the replica", DEPLOY, |d| {
+        let bag = d.local_app_data(plain);
+        anyhow::ensure!(
+            bag["endpoints"] == primary && bag["read-only-endpoints"] == replica,
+            "{bag:?}"
+        );
+        Ok(())
+    })?;
+    d.settle(DEPLOY)?;
+    let shrunk = Instant::now();
+    d.remove_unit(&added[0])?;
+    d.wait_for(
+        "the removed replica is no read-only endpoint",
+        DEPLOY,
+        |d| {
+            let bag = d.local_app_data(plain);
+            anyhow::ensure!(bag["read-only-endpoints"] == primary, "{bag:?}");
+            Ok(())
+        },
+    )?;
+    eprintln!(
+        "scale down: read-only endpoints back to the primary {:.1} s after remove-unit",
+        shrunk.elapsed().as_secs_f64()
+    );
+    let wrote = format!("read-only-endpoints=\"{primary}\"");
+    not_by_update_status(&d, plain, &wrote, "scale down")?;
     Ok(())
 }
