@@ -89,7 +89,7 @@ fn an_unknown_action_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         u.calls(),
-        vec!["action-fail|--|unknown action \"make-coffee\": this charm's actions are get-password, get-primary, promote-to-primary, set-password"]
+        vec!["action-fail|--|unknown action \"make-coffee\": this charm's actions are create-backup, get-password, get-primary, list-backups, promote-to-primary, restore, set-password"]
     );
 }
 
