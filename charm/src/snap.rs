@@ -390,6 +390,9 @@ pub fn run_capture(
     stdin: Option<&str>,
     timeout: Duration,
 ) -> Result<(std::process::ExitStatus, String, String), SnapError> {
+    // A group of its own, so a timeout ends what it started too (`snap
+    // run` starting psql, say), not only the command itself.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     cmd.stdin(if stdin.is_some() {
         Stdio::piped()
     } else {
@@ -432,6 +435,8 @@ pub fn run_capture(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) if started.elapsed() >= timeout => {
+                let group = nix::unistd::Pid::from_raw(child.id() as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(SnapError::Timeout {
@@ -734,7 +739,7 @@ mod tests {
         let fake = dir.path().join("snap");
         std::fs::write(
             &fake,
-            "#!/bin/sh\ncase \"$1\" in\n list) echo 'error: no matching snaps installed' >&2; exit 1;;\n services) printf 'Service Startup Current Notes\\ncharmed-postgresql.etcd enabled active -\\n';;\n get) echo '{\"etcd\":{\"name\":\"postgresql-0\"}}';;\n set) echo 'error: cannot perform the following tasks: invalid pgpilot.postgresql.port' >&2; exit 1;;\n run) sleep 5;;\nesac\n",
+            "#!/bin/sh\ncase \"$1\" in\n list) echo 'error: no matching snaps installed' >&2; exit 1;;\n services) printf 'Service Startup Current Notes\\ncharmed-postgresql.etcd enabled active -\\n';;\n get) echo '{\"etcd\":{\"name\":\"postgresql-0\"}}';;\n set) echo 'error: cannot perform the following tasks: invalid pgpilot.postgresql.port' >&2; exit 1;;\n run) sleep 30 & echo $! > \"$(dirname \"$0\")/child\"; wait;;\nesac\n",
         )
         .unwrap();
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -759,5 +764,13 @@ mod tests {
             .run_app("patronictl", &[], Duration::from_millis(200))
             .unwrap_err();
         assert!(matches!(err, SnapError::Timeout { .. }), "{err}");
+        // What the command started went with it.
+        let child = std::fs::read_to_string(dir.path().join("child")).unwrap();
+        let child = nix::unistd::Pid::from_raw(child.trim().parse().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while nix::sys::signal::kill(child, None).is_ok() {
+            assert!(Instant::now() < deadline, "the command's child outlived its timeout");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
