@@ -172,9 +172,12 @@ fn parse(bag: &Databag) -> Result<S3Params, String> {
             .map(|r| r.rsplit_once(':').map_or(r, |(h, _)| h).to_string());
         match h {
             Some(h) if !h.is_empty() => host = Some(h),
-            _ => return Err(format!(
-                "S3 endpoint {e:?} is not http(s)://host[:port]: set the endpoint on s3-integrator"
-            )),
+            _ => {
+                let fix = "set the endpoint on s3-integrator";
+                return Err(format!(
+                    "S3 endpoint {e:?} is not http(s)://host[:port]: {fix}"
+                ));
+            }
         }
     }
     let ip_endpoint = host
