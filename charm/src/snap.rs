@@ -769,7 +769,10 @@ mod tests {
         let child = nix::unistd::Pid::from_raw(child.trim().parse().unwrap());
         let deadline = Instant::now() + Duration::from_secs(10);
         while nix::sys::signal::kill(child, None).is_ok() {
-            assert!(Instant::now() < deadline, "the command's child outlived its timeout");
+            assert!(
+                Instant::now() < deadline,
+                "the command's child outlived its timeout"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
