@@ -18,6 +18,27 @@ pub fn peer_url(ip: &str) -> String {
     format!("http://{ip}:{PEER_PORT}")
 }
 
+/// A URL's `host:port`, without its scheme and a trailing `/`.
+fn address(url: &str) -> &str {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .unwrap_or(url);
+    rest.strip_suffix('/').unwrap_or(rest)
+}
+
+/// Whether two URLs name the same listener whatever their scheme: a member
+/// whose peer or client URLs move between `http://` and `https://` (TLS on
+/// or off) is the same member, not a ghost.
+pub fn same_address(a: &str, b: &str) -> bool {
+    address(a) == address(b)
+}
+
+/// Whether one of `urls` names the listener of `url`, whatever the scheme.
+pub fn lists_address(urls: &[String], url: &str) -> bool {
+    urls.iter().any(|u| same_address(u, url))
+}
+
 /// One member of `etcdctl member list -w json`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct EtcdMember {
@@ -163,6 +184,29 @@ mod tests {
         assert!(m[1].is_learner);
         assert!(m[1].client_urls.is_empty());
         assert!(parse_member_list("Error: context deadline exceeded").is_err());
+    }
+
+    #[test]
+    fn a_url_that_changed_scheme_names_the_same_listener() {
+        assert!(same_address(
+            "http://10.0.0.1:2380",
+            "https://10.0.0.1:2380"
+        ));
+        assert!(same_address(
+            "https://10.0.0.1:2380/",
+            "https://10.0.0.1:2380"
+        ));
+        assert!(!same_address(
+            "https://10.0.0.1:2380",
+            "https://10.0.0.2:2380"
+        ));
+        assert!(!same_address(
+            "https://10.0.0.1:2379",
+            "https://10.0.0.1:2380"
+        ));
+        let urls = vec!["https://10.0.0.2:2380".to_string()];
+        assert!(lists_address(&urls, "http://10.0.0.2:2380"));
+        assert!(!lists_address(&urls, "http://10.0.0.3:2380"));
     }
 
     #[test]

@@ -572,12 +572,12 @@ impl<'a> Reconciler<'a> {
                 m.name == me
                     || my_peer_url
                         .as_ref()
-                        .is_some_and(|u| m.peer_urls.contains(u))
+                        .is_some_and(|u| etcd::lists_address(&m.peer_urls, u))
             });
             if let Some(m) = mine {
                 let others: Vec<String> = etcd_endpoints(o)
                     .into_iter()
-                    .filter(|e| !m.client_urls.contains(e))
+                    .filter(|e| !etcd::lists_address(&m.client_urls, e))
                     .collect();
                 if observed.len() > 1 && !others.is_empty() {
                     self.plan.push(Step::EtcdRemove {

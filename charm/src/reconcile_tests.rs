@@ -866,6 +866,14 @@ fn etcd_membership() {
         .as_mut()
         .unwrap()
         .push(etcd_member(7, false, true));
+    let mut rescheme = settled(3, 0);
+    for m in rescheme.etcd.as_mut().unwrap() {
+        m.peer_urls = m
+            .peer_urls
+            .iter()
+            .map(|u| u.replace("http:", "https:"))
+            .collect();
+    }
     let mut second_cluster = fresh(0, Event::LeaderElected);
     second_cluster.secrets.app_secret_id = Some("secret:app".into());
     second_cluster.secrets.app_secret = Some(secret_content());
@@ -946,6 +954,12 @@ fn etcd_membership() {
                 "a member no unit owns is removed: quorum never counts a ghost",
                 ghost,
                 &["etcd remove postgresql-7"],
+                None,
+            ),
+            row(
+                "members whose peer URLs moved to https are the same members, not ghosts",
+                rescheme,
+                &[],
                 None,
             ),
             row(

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair, SanType};
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, DnValue, ExtendedKeyUsagePurpose, KeyPair,
+    SanType,
+};
 
 use super::{ApplyError, Target};
 use crate::peer;
@@ -49,6 +52,14 @@ pub fn csr(key: &PrivateKey, wanted: &Wanted, unique_id: &str) -> Result<String,
             .map_err(|e| format!("{dns:?} is not a DNS name: {e}"))?;
         params.subject_alt_names.push(SanType::DnsName(dns));
     }
+    // Both usages: the certificate serves PostgreSQL, the API and etcd
+    // (server), and etcd's peers present it when they connect (client); a
+    // provider that copies the request's extensions (the v4 library does)
+    // keeps them (docs/charm.md: etcd over TLS).
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
     let request = params
         .serialize_request(&pair)
         .map_err(|e| format!("cannot make the certificate request: {e}"))?;
@@ -124,6 +135,13 @@ mod tests {
         let first = csr(&key, &wanted, &unique_id().unwrap()).unwrap();
         assert!(first.starts_with("-----BEGIN CERTIFICATE REQUEST-----"));
         assert!(first.ends_with("-----END CERTIFICATE REQUEST-----"));
+        // The extended key usages serverAuth and clientAuth are requested.
+        let b64: String = first.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap();
+        let usage = |last: u8| [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, last];
+        for last in [1u8, 2] {
+            assert!(der.windows(10).any(|w| w == usage(last)), "usage {last}");
+        }
         // The unique id makes each request new (a renewal is seen).
         let second = csr(&key, &wanted, &unique_id().unwrap()).unwrap();
         assert_ne!(first, second);

@@ -1,7 +1,9 @@
 //! etcd membership, the leader's part: departed units out (of etcd, then of
 //! the list), a started learner promoted, members etcd has but the list
 //! lacks recorded or removed, the next unit added as a learner — one at a
-//! time, so that quorum never counts a ghost.
+//! time, so that quorum never counts a ghost. Members are matched by
+//! their peer URL's address whatever its scheme: a member whose URLs move
+//! between `http://` and `https://` (etcd over TLS) is the same member.
 
 use std::collections::BTreeSet;
 
@@ -56,7 +58,7 @@ impl Reconciler<'_> {
         let find = |url: &str| {
             observed
                 .iter()
-                .find(|m| m.peer_urls.iter().any(|u| u == url))
+                .find(|m| etcd::lists_address(&m.peer_urls, url))
         };
 
         // Units that left: out of etcd first, then out of the list.
@@ -125,7 +127,9 @@ impl Reconciler<'_> {
         // later (recorded, not added twice), or left behind by a unit that
         // is gone (removed, so that quorum never counts a ghost).
         for m in observed {
-            let listed = members.iter().any(|e| m.peer_urls.contains(&e.peer_url));
+            let listed = members
+                .iter()
+                .any(|e| etcd::lists_address(&m.peer_urls, &e.peer_url));
             if listed || removed.contains(&m.id) {
                 continue;
             }
@@ -134,7 +138,7 @@ impl Reconciler<'_> {
                     && Some(*u) != departing
                     && peer
                         .unit(u, peer::UNIT_IP)
-                        .is_some_and(|ip| m.peer_urls.contains(&etcd::peer_url(ip)))
+                        .is_some_and(|ip| etcd::lists_address(&m.peer_urls, &etcd::peer_url(ip)))
             });
             match owner {
                 Some(unit) => {
