@@ -6,7 +6,7 @@
 //! fields that go in Juju secrets and those that go in plain text).
 //!
 //! [`crate::observe`] reads, [`crate::reconcile`] decides, [`crate::apply`]
-//! runs the SQL and the secret tools. docs/charm.md "database" says the same
+//! runs the SQL and the secret tools. docs/charm-relations.md "database" says the same
 //! for operators.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -10,7 +10,7 @@
 //! recorded, `etcd-members`). It is
 //! never changed afterwards: a relation added to a cluster of the units' own
 //! etcd, or removed from a cluster living in an external one, blocks with a
-//! status that says what to do (docs/charm.md).
+//! status that says what to do (docs/charm-relations.md "etcd").
 
 use std::collections::BTreeMap;
 

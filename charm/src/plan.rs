@@ -122,7 +122,7 @@ pub enum Step {
     },
     /// A `database` relation's user on the primary, as the superuser:
     /// created or altered to `spec` with `password`, its database created
-    /// if missing and opened to it (docs/charm.md "database").
+    /// if missing and opened to it (docs/charm-relations.md "database").
     EnsureClientUser {
         host: String,
         port: u16,

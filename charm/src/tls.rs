@@ -2,7 +2,7 @@
 //! library's databags, UNIT mode) as plain data: what this unit asks for,
 //! the provider's answer, the certificate that answers our request, when
 //! it is due for renewal, and the `tls.*` snap keys that put it in force.
-//! docs/charm.md "certificates".
+//! docs/charm-relations.md "certificates".
 //!
 //! Our unit bag: `certificate_signing_requests` = JSON list of
 //! `{"certificate_signing_request": PEM, "ca": false}` (one request: the

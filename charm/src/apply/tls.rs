@@ -55,7 +55,7 @@ pub fn csr(key: &PrivateKey, wanted: &Wanted, unique_id: &str) -> Result<String,
     // Both usages: the certificate serves PostgreSQL, the API and etcd
     // (server), and etcd's peers present it when they connect (client); a
     // provider that copies the request's extensions (the v4 library does)
-    // keeps them (docs/charm.md: etcd over TLS).
+    // keeps them (docs/charm-relations.md: etcd over TLS).
     params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
