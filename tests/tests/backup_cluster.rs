@@ -447,18 +447,30 @@ async fn posix_bootstrap_from_a_missing_backup_fails_cleanly() -> anyhow::Result
         .start()
         .await?;
     let member = c.member(0);
+    // It fails once, then waits for an operator: the same backup and
+    // target would fail the same way (and each attempt would fetch the
+    // backup again), so it is not retried until pgpilot restarts.
+    let waiting = "fix [bootstrap_from] and restart pgpilot to try again";
     wait_until(
-        "the bootstrap to fail twice",
+        "the bootstrap to fail, then three cycles waiting for an operator",
         Duration::from_secs(120),
         async || {
-            let failures = member.log().matches("bootstrap failed").count();
-            anyhow::ensure!(failures >= 2, "{failures} failures so far");
+            let log = member.log();
+            let failures = log.matches("bootstrap failed").count();
+            anyhow::ensure!(failures >= 1, "no failure yet");
+            let cycles = log.matches(waiting).count();
+            anyhow::ensure!(cycles >= 3, "{cycles} cycles waiting so far");
             Ok(())
         },
     )
     .await
     .map_err(|e| c.with_logs(e))?;
     let log = member.log();
+    assert_eq!(
+        log.matches("bootstrap failed").count(),
+        1,
+        "the bootstrap was tried again:\n{log}"
+    );
     let wanted = format!(
         "bootstrap from a backup in repository {} (stanza {}): no complete backup is labelled \"20200101-000000F\"",
         repo.display(),
