@@ -107,7 +107,9 @@ fn apply_snap_defaults(root: &mut Map<String, Value>, paths: &SnapPaths) {
     }
 }
 
-/// JSON (as snapd stores values) → TOML. `null` means "not set".
+/// JSON (as snapd stores values) → TOML. `null` means "not set", and so
+/// does a tree left empty by `snap unset` of all its keys (an empty
+/// `[backup.s3]` would ask for an S3 bucket).
 fn to_toml(value: &Value) -> Option<toml::Value> {
     Some(match value {
         Value::Null => return None,
@@ -118,11 +120,16 @@ fn to_toml(value: &Value) -> Option<toml::Value> {
         },
         Value::String(s) => toml::Value::String(s.clone()),
         Value::Array(items) => toml::Value::Array(items.iter().filter_map(to_toml).collect()),
-        Value::Object(map) => toml::Value::Table(
-            map.iter()
+        Value::Object(map) => {
+            let table: toml::map::Map<String, toml::Value> = map
+                .iter()
                 .filter_map(|(k, v)| Some((k.clone(), to_toml(v)?)))
-                .collect(),
-        ),
+                .collect();
+            if table.is_empty() {
+                return None;
+            }
+            toml::Value::Table(table)
+        }
     })
 }
 
@@ -281,6 +288,18 @@ mod tests {
             repo,
             PathBuf::from("/var/snap/charmed-postgresql/common/var/lib/pgpilot/repo")
         );
+    }
+
+    #[test]
+    fn a_tree_emptied_by_unset_is_not_set() {
+        // `snap unset` of every pgpilot.backup.s3.* key leaves `s3: {}`:
+        // back on the posix repository, no S3 bucket asked for.
+        let mut t = tree();
+        t["backup"] = json!({"repository": "posix", "s3": {}});
+        let c = ready(&t);
+        let backup = c.backup.unwrap();
+        assert!(backup.s3.is_none());
+        assert!(backup.posix.is_some());
     }
 
     #[test]
