@@ -258,6 +258,7 @@ mod tests {
     use crate::config::Machine;
     use crate::context::HookContext;
     use crate::observe::HostFacts;
+    use crate::testing::member;
     use serde_json::json;
 
     fn observed(action: &str, params: Value, leader: bool) -> Observed {
@@ -294,13 +295,6 @@ mod tests {
                 .map(|u| (secret_key(u), format!("{u}-pw")))
                 .collect(),
         );
-        let member = |n: u8, role: Role, state: &str| ClusterMember {
-            name: format!("postgresql-{n}"),
-            host: format!("10.0.0.{}:5432", n + 1),
-            role,
-            state: state.into(),
-            pending_restart: false,
-        };
         o.cluster = Some(vec![
             member(0, Role::Leader, "running"),
             member(1, Role::SyncStandby, "streaming"),

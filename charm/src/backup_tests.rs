@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::cluster::{ClusterMember, Role};
+use crate::cluster::Role;
 use crate::config::Machine;
 use crate::context::{HookContext, RelationKind};
 use crate::observe::{HostFacts, Observed};
 use crate::peer::PeerView;
 use crate::relation::RelationView;
 use crate::snap::{ServiceState, SnapInfo};
+use crate::testing::member;
 
 pub(crate) const S3_DATA: &[(&str, &str)] = &[
     ("bucket", "backups"),
@@ -73,13 +74,6 @@ pub(crate) fn fixture(me: usize, event: Event, leader: bool) -> Observed {
         enabled: true,
         active: true,
     }];
-    let member = |n: usize, role: Role, state: &str| ClusterMember {
-        name: format!("postgresql-{n}"),
-        host: format!("10.0.0.{}:5432", n + 1),
-        role,
-        state: state.into(),
-        pending_restart: false,
-    };
     o.cluster = Some(vec![
         member(0, Role::Leader, "running"),
         member(1, Role::SyncStandby, "streaming"),

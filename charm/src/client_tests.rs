@@ -2,13 +2,7 @@
 
 use super::*;
 use crate::cluster::Role;
-
-pub(crate) fn bag(pairs: &[(&str, &str)]) -> Databag {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::testing::{bag, member};
 
 pub(crate) fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
@@ -339,16 +333,6 @@ GRANT ALL ON DATABASE \"my\"\"db\" TO \"relation-7\", \"admin\";
         .contains("pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = 'relation-7'"));
 }
 
-fn member(n: u8, role: Role, state: &str) -> ClusterMember {
-    ClusterMember {
-        name: format!("postgresql-{n}"),
-        host: format!("10.0.0.{n}:5432"),
-        role,
-        state: state.into(),
-        pending_restart: false,
-    }
-}
-
 #[test]
 fn endpoints_follow_the_cluster() {
     let e = |primary: &str, ro: &[&str]| {
@@ -362,34 +346,34 @@ fn endpoints_follow_the_cluster() {
         (
             "primary and healthy replicas, sorted",
             vec![
-                member(3, Role::Replica, "streaming"),
-                member(1, Role::Leader, "running"),
-                member(2, Role::SyncStandby, "streaming"),
+                member(2, Role::Replica, "streaming"),
+                member(0, Role::Leader, "running"),
+                member(1, Role::SyncStandby, "streaming"),
             ],
             e("10.0.0.1:5432", &["10.0.0.2:5432", "10.0.0.3:5432"]),
         ),
         (
             "a replica that is not streaming is left out",
             vec![
-                member(1, Role::Leader, "running"),
-                member(2, Role::Replica, "starting"),
-                member(3, Role::Replica, "streaming"),
+                member(0, Role::Leader, "running"),
+                member(1, Role::Replica, "starting"),
+                member(2, Role::Replica, "streaming"),
             ],
             e("10.0.0.1:5432", &["10.0.0.3:5432"]),
         ),
         (
             "no healthy replica: the primary",
             vec![
-                member(1, Role::Leader, "running"),
-                member(2, Role::Replica, "stopped"),
+                member(0, Role::Leader, "running"),
+                member(1, Role::Replica, "stopped"),
             ],
             e("10.0.0.1:5432", &["10.0.0.1:5432"]),
         ),
         (
             "no primary: nothing to say",
             vec![
-                member(1, Role::Leader, "stopped"),
-                member(2, Role::Replica, "streaming"),
+                member(0, Role::Leader, "stopped"),
+                member(1, Role::Replica, "streaming"),
             ],
             None,
         ),

@@ -149,6 +149,7 @@ pub fn provider_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::bag;
 
     fn relation(app: &[(&str, &str)]) -> RelationView {
         RelationView {
@@ -161,13 +162,6 @@ mod tests {
                 .collect(),
             ..Default::default()
         }
-    }
-
-    fn bag(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
     }
 
     #[test]

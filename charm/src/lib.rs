@@ -44,3 +44,6 @@ pub mod snap;
 pub mod status;
 pub mod tls;
 pub mod tools;
+
+#[cfg(test)]
+mod testing;

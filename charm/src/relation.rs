@@ -62,13 +62,7 @@ pub fn bag_changes(current: &Databag, desired: &Databag) -> Databag {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn bag(pairs: &[(&str, &str)]) -> Databag {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testing::bag;
 
     #[test]
     fn changes_carry_new_and_changed_keys_and_delete_the_missing() {

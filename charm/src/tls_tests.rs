@@ -1,4 +1,5 @@
 use super::*;
+use crate::testing::bag;
 use serde_json::json;
 
 /// A 30-day certificate made with openssl (dates below from
@@ -6,13 +7,6 @@ use serde_json::json;
 const CERT: &str = include_str!("testdata/cert.pem");
 const NOT_BEFORE: i64 = 1_796_647_268; // Dec  7 12:41:08 2026 GMT
 const NOT_AFTER: i64 = 1_799_239_268; // Jan  6 12:41:08 2027 GMT
-
-fn bag(pairs: &[(&str, &str)]) -> Databag {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
 
 #[test]
 fn what_a_unit_asks_for() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::super::tests::{settled, with_event};
-use crate::client::tests::{bag, set};
+use crate::client::tests::set;
 use crate::client::{ClientsView, RoleInfo};
 use crate::cluster::Role;
 use crate::context::{Event, RelationKind, DATABASE_ENDPOINT};
@@ -15,6 +15,7 @@ use crate::plan::{Plan, Step};
 use crate::reconcile::reconcile;
 use crate::relation::RelationView;
 use crate::status::{Status, StatusKind};
+use crate::testing::bag;
 
 const RID: &str = "database:7";
 const SECRETS: &str = r#"["username","password","tls","tls-ca","uris","read-only-uris"]"#;
