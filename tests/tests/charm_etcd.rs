@@ -16,85 +16,16 @@ use anyhow::Context as _;
 use pgpilot_e2e::etcd::{ClientTls, Etcd};
 use pgpilot_e2e::juju::checks::{self, cluster_shape, operator_password, sql, DEPLOY};
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
-use pgpilot_e2e::openssl::openssl;
+use pgpilot_e2e::openssl::{issue, openssl, self_signed_ca};
 
 const NET: &str = "127.0.12";
 const ETCD_HOST: &str = "127.0.12.100";
 const UNITS: usize = 3;
 
-/// A certificate `name.pem` (key `name.key`) signed by the test CA.
-fn issue(dir: &Path, name: &str, subject: &str, ext: &str) -> anyhow::Result<()> {
-    let ext_file = format!("{name}.ext");
-    std::fs::write(dir.join(&ext_file), ext)?;
-    let (key, csr, pem) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            subject,
-        ],
-    )?;
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-out",
-            &pem,
-            "-extfile",
-            &ext_file,
-        ],
-    )?;
-    Ok(())
-}
-
 /// The test CA, etcd's server certificate for [`ETCD_HOST`], and an admin
 /// client certificate (CN root).
 fn pki(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/CN=pgpilot e2e etcd CA",
-        ],
-    )?;
+    self_signed_ca(dir, "ca", "pgpilot e2e etcd CA")?;
     issue(
         dir,
         "server",

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use pgpilot_e2e::juju::checks::{self, cluster_shape, operator_password, DEPLOY};
 use pgpilot_e2e::juju::driver::{Deployment, DriverOptions};
-use pgpilot_e2e::openssl::openssl;
+use pgpilot_e2e::openssl::{openssl, self_signed_ca};
 use pgpilot_e2e::snapd::ChangeError;
 use serde_json::{json, Value};
 
@@ -38,25 +38,7 @@ struct Ca {
 
 impl Ca {
     fn new(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=pgpilot-e2e provider CA",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-            ],
-        )?;
+        self_signed_ca(dir, "ca", "pgpilot-e2e provider CA")?;
         Ok(Ca {
             dir: dir.to_path_buf(),
             cert: dir.join("ca.pem"),

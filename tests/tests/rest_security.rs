@@ -8,7 +8,7 @@ use std::time::Duration;
 use pgpilot::api::client::{ApiClient, ClientError, Reply};
 use pgpilot::api::tls::ClientTls;
 use pgpilot_e2e::http::Method;
-use pgpilot_e2e::openssl::openssl;
+use pgpilot_e2e::openssl::{issue, self_signed_ca};
 use pgpilot_e2e::{wait_until, Cluster, RunOutput};
 use serde_json::{json, Value};
 
@@ -157,78 +157,25 @@ struct Pki {
 
 fn make_pki(dir: &Path) -> anyhow::Result<Pki> {
     std::fs::create_dir_all(dir)?;
-    let self_signed = |name: &str, cn: &str| {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        )
-    };
-    self_signed("ca", "pgpilot-e2e CA")?;
-    self_signed("rogue", "somebody else")?;
-    std::fs::write(
-        dir.join("server.ext"),
+    self_signed_ca(dir, "ca", "pgpilot-e2e CA")?;
+    self_signed_ca(dir, "rogue", "somebody else")?;
+    issue(
+        dir,
+        "server",
+        "/CN=127.0.0.1",
         "subjectAltName = IP:127.0.0.1, DNS:localhost\n\
          basicConstraints = CA:FALSE\n\
          keyUsage = digitalSignature, keyEncipherment\n\
          extendedKeyUsage = serverAuth, clientAuth\n",
     )?;
-    std::fs::write(
-        dir.join("client.ext"),
+    issue(
+        dir,
+        "client",
+        "/CN=operator",
         "basicConstraints = CA:FALSE\n\
          keyUsage = digitalSignature\n\
          extendedKeyUsage = clientAuth\n",
     )?;
-    for (name, cn) in [("server", "127.0.0.1"), ("client", "operator")] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={cn}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        )?;
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                &format!("{name}.ext"),
-                "-out",
-                &format!("{name}.pem"),
-            ],
-        )?;
-    }
     // PostgreSQL does not read these; the sidecar runs as root.
     Ok(Pki {
         ca: dir.join("ca.pem"),

@@ -197,76 +197,19 @@ impl Drop for MotoServer {
 /// it, made with the openssl command: (CA PEM, server certificate PEM,
 /// server key PEM).
 fn test_certificates(dir: &Path, host: &str) -> anyhow::Result<(PathBuf, PathBuf, PathBuf)> {
-    let ca_key = dir.join("ca.key");
-    let ca = dir.join("ca.pem");
-    let key = dir.join("server.key");
-    let csr = dir.join("server.csr");
-    let cert = dir.join("server.pem");
-    let ext = dir.join("server.ext");
-    std::fs::write(
-        &ext,
-        format!(
+    crate::openssl::self_signed_ca(dir, "ca", "pgpilot test CA")?;
+    crate::openssl::issue(
+        dir,
+        "server",
+        &format!("/CN={host}"),
+        &format!(
             "subjectAltName=IP:{host}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
         ),
     )?;
-    let p = |path: &PathBuf| path.display().to_string();
-    let steps: [Vec<String>; 3] = [
-        [
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=pgpilot test CA",
-            "-keyout",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([p(&ca_key), "-out".into(), p(&ca)])
-        .collect(),
-        [
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([format!("/CN={host}"), "-keyout".into()])
-        .chain([p(&key), "-out".into(), p(&csr)])
-        .collect(),
-        ["x509", "-req", "-days", "2", "-CAcreateserial", "-in"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([
-                p(&csr),
-                "-CA".into(),
-                p(&ca),
-                "-CAkey".into(),
-                p(&ca_key),
-                "-extfile".into(),
-                p(&ext),
-                "-out".into(),
-                p(&cert),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let output = Command::new("openssl").args(&args).output()?;
-        anyhow::ensure!(
-            output.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    let (ca, cert, key) = (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    );
     Ok((ca, cert, key))
 }
