@@ -369,16 +369,7 @@ fn primary_machine_loss_and_return() -> anyhow::Result<()> {
     let lost = Instant::now();
     d.power_off(&primary)?;
     let survivors: Vec<String> = d.units().into_iter().filter(|u| *u != primary).collect();
-    let new_primary = d
-        .wait_for("a survivor shows Primary", Duration::from_secs(120), |d| {
-            let statuses = d.statuses();
-            // `Primary (degraded)`: the lost unit still counts in Juju.
-            survivors
-                .iter()
-                .find(|u| statuses[*u].0 == "active" && statuses[*u].1.starts_with("Primary"))
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("statuses {statuses:?}"))
-        })
+    let new_primary = checks::survivor_primary(&d, &primary, Duration::from_secs(120))
         .inspect_err(|_| {
             for u in &survivors {
                 let m = d.machine(u).expect("machine");

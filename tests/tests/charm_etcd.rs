@@ -240,15 +240,7 @@ fn a_cluster_on_an_external_etcd_runs_and_fails_over() -> anyhow::Result<()> {
     d.settle(DEPLOY)?;
     let lost = Instant::now();
     d.power_off(&first)?;
-    let survivors: Vec<String> = d.units().into_iter().filter(|u| *u != first).collect();
-    let other = d.wait_for("a survivor shows Primary", Duration::from_secs(180), |d| {
-        let statuses = d.statuses();
-        survivors
-            .iter()
-            .find(|u| statuses[*u].0 == "active" && statuses[*u].1.starts_with("Primary"))
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("statuses {statuses:?}"))
-    })?;
+    let other = checks::survivor_primary(&d, &first, Duration::from_secs(180))?;
     eprintln!(
         "failover: {other} shows Primary {:.1} s after the primary's machine went",
         lost.elapsed().as_secs_f64()

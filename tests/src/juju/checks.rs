@@ -120,3 +120,18 @@ pub fn sql(m: &Machine, host: &str, password: &str, query: &str) -> anyhow::Resu
 /// Generous: a 3-unit deploy on a loaded 2-core machine installs three
 /// snaps and bootstraps etcd and PostgreSQL one member at a time.
 pub const DEPLOY: Duration = Duration::from_secs(900);
+
+/// After `lost`'s machine went down: the first other unit whose status
+/// is active `Primary...` (`Primary (degraded)` while the lost unit still
+/// counts in Juju).
+pub fn survivor_primary(d: &Deployment, lost: &str, timeout: Duration) -> anyhow::Result<String> {
+    let survivors: Vec<String> = d.units().into_iter().filter(|u| u != lost).collect();
+    d.wait_for("a survivor shows Primary", timeout, |d| {
+        let statuses = d.statuses();
+        survivors
+            .iter()
+            .find(|u| statuses[*u].0 == "active" && statuses[*u].1.starts_with("Primary"))
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("statuses {statuses:?}"))
+    })
+}
