@@ -109,6 +109,27 @@ impl Default for DynamicConfig {
     }
 }
 
+/// etcd's largest lease TTL in seconds (`MaxLeaseTTL` of its lease
+/// package; a grant above it fails with "too large lease TTL"). Every
+/// duration in seconds is bounded by it, which also keeps `Instant +
+/// Duration` far from overflowing.
+pub const MAX_LEASE_TTL: u64 = 9_000_000_000;
+
+/// A duration in seconds within `min..=max`, or an error naming `key`.
+pub fn check_seconds(key: &str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
+    if value < min {
+        let unit = if min == 1 { "second" } else { "seconds" };
+        return Err(Invalid::new(key, format!("must be at least {min} {unit}")));
+    }
+    if value > max {
+        return Err(Invalid::new(
+            key,
+            format!("{value} seconds is more than the largest allowed, {max}"),
+        ));
+    }
+    Ok(())
+}
+
 impl DynamicConfig {
     /// Validate; `prefix` is where the keys live (`bootstrap` in the file, `` in the store).
     pub fn validate(&self, prefix: &str) -> Result<(), Invalid> {
@@ -119,28 +140,29 @@ impl DynamicConfig {
                 format!("{prefix}.{k}")
             }
         };
-        if self.ttl < 4 {
-            return Err(Invalid::new(key("ttl"), "must be at least 4 seconds"));
-        }
-        if self.loop_wait < 1 {
-            return Err(Invalid::new(key("loop_wait"), "must be at least 1 second"));
-        }
-        if self.retry_timeout < 1 {
-            return Err(Invalid::new(
-                key("retry_timeout"),
-                "must be at least 1 second",
-            ));
-        }
-        if self.loop_wait + 2 * self.retry_timeout > self.ttl {
+        check_seconds(&key("ttl"), self.ttl, 4, MAX_LEASE_TTL)?;
+        check_seconds(&key("loop_wait"), self.loop_wait, 1, MAX_LEASE_TTL)?;
+        check_seconds(&key("retry_timeout"), self.retry_timeout, 1, MAX_LEASE_TTL)?;
+        check_seconds(
+            &key("primary_start_timeout"),
+            self.primary_start_timeout,
+            0,
+            MAX_LEASE_TTL,
+        )?;
+        // Checked arithmetic: within the bounds above this cannot overflow,
+        // but the rule must hold whatever the bounds become.
+        let needed = self
+            .retry_timeout
+            .checked_mul(2)
+            .and_then(|r| r.checked_add(self.loop_wait));
+        if needed.is_none_or(|n| n > self.ttl) {
+            let sum = needed.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string());
             return Err(Invalid::new(
                 key("ttl"),
                 format!(
-                    "loop_wait ({}) + 2 * retry_timeout ({}) = {} exceeds ttl ({}): a leader could \
+                    "loop_wait ({}) + 2 * retry_timeout ({}) = {sum} exceeds ttl ({}): a leader could \
                      lose its lease before it notices; raise ttl or lower loop_wait/retry_timeout",
-                    self.loop_wait,
-                    self.retry_timeout,
-                    self.loop_wait + 2 * self.retry_timeout,
-                    self.ttl
+                    self.loop_wait, self.retry_timeout, self.ttl
                 ),
             ));
         }
@@ -220,5 +242,68 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(d.validate("").unwrap_err().key, "ttl");
+    }
+
+    #[test]
+    fn timing_rule_does_not_wrap_around() {
+        for (loop_wait, retry_timeout) in
+            [(u64::MAX, 3), (3, i64::MAX as u64), (3, u64::MAX / 2 + 1)]
+        {
+            let d = DynamicConfig {
+                ttl: 30,
+                loop_wait,
+                retry_timeout,
+                ..Default::default()
+            };
+            assert!(d.validate("").is_err(), "{loop_wait} {retry_timeout}");
+        }
+        // Within every bound, the sum itself too large for the ttl.
+        let d = DynamicConfig {
+            ttl: MAX_LEASE_TTL,
+            loop_wait: MAX_LEASE_TTL,
+            retry_timeout: MAX_LEASE_TTL,
+            ..Default::default()
+        };
+        let e = d.validate("bootstrap").unwrap_err();
+        assert_eq!(e.key, "bootstrap.ttl");
+        assert!(
+            e.message.contains("= 27000000000 exceeds ttl"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn durations_are_bounded_by_etcds_largest_lease() {
+        let at = |ttl| DynamicConfig {
+            ttl,
+            ..Default::default()
+        };
+        at(MAX_LEASE_TTL).validate("").unwrap();
+        let e = at(MAX_LEASE_TTL + 1).validate("").unwrap_err();
+        assert_eq!(e.key, "ttl");
+        assert!(e.message.contains("9000000000"), "{}", e.message);
+        assert_eq!(at(i64::MAX as u64).validate("").unwrap_err().key, "ttl");
+        let d = DynamicConfig {
+            primary_start_timeout: u64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(
+            d.validate("bootstrap").unwrap_err().key,
+            "bootstrap.primary_start_timeout"
+        );
+        // The largest valid values leave room for deadlines.
+        let d = DynamicConfig {
+            ttl: MAX_LEASE_TTL,
+            loop_wait: MAX_LEASE_TTL / 4,
+            retry_timeout: MAX_LEASE_TTL / 4,
+            primary_start_timeout: MAX_LEASE_TTL,
+            ..Default::default()
+        };
+        d.validate("").unwrap();
+        let now = std::time::Instant::now();
+        for t in [d.ttl(), d.loop_wait(), d.retry_timeout(), d.fence_margin()] {
+            assert!(now.checked_add(t).is_some());
+        }
     }
 }

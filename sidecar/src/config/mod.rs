@@ -564,12 +564,12 @@ impl Config {
                 "dcs.username and dcs.password must be set together",
             ));
         }
-        if self.dcs.connect_timeout == 0 {
-            return Err(Invalid::new(
-                "dcs.connect_timeout",
-                "must be at least 1 second",
-            ));
-        }
+        crate::dynamic::check_seconds(
+            "dcs.connect_timeout",
+            self.dcs.connect_timeout,
+            1,
+            crate::dynamic::MAX_LEASE_TTL,
+        )?;
         if let Some(tls) = &self.dcs.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
                 return Err(Invalid::new(
@@ -608,12 +608,12 @@ impl Config {
         if pg.os_user.is_empty() {
             return Err(Invalid::new("postgresql.os_user", "must not be empty"));
         }
-        if pg.pg_ctl_timeout == 0 {
-            return Err(Invalid::new(
-                "postgresql.pg_ctl_timeout",
-                "must be at least 1 second",
-            ));
-        }
+        crate::dynamic::check_seconds(
+            "postgresql.pg_ctl_timeout",
+            pg.pg_ctl_timeout,
+            1,
+            crate::dynamic::MAX_LEASE_TTL,
+        )?;
         for (role, key) in [
             (&pg.authentication.superuser, "superuser"),
             (&pg.authentication.replication, "replication"),
@@ -939,6 +939,21 @@ mod tests {
     fn impossible_timing_is_named() {
         let text = format!("{EXAMPLE}\n[bootstrap]\nttl = 10\nloop_wait = 5\nretry_timeout = 3\n");
         assert_eq!(key_of(&text), "bootstrap.ttl");
+    }
+
+    #[test]
+    fn huge_durations_are_refused() {
+        let text = format!(
+            "{EXAMPLE}\n[bootstrap]\nttl = 10\nloop_wait = 3\nretry_timeout = 9223372036854775807\n"
+        );
+        assert_eq!(key_of(&text), "bootstrap.retry_timeout");
+        let text = format!("{EXAMPLE}\n[bootstrap]\nttl = 9223372036854775807\n");
+        assert_eq!(key_of(&text), "bootstrap.ttl");
+        let text = EXAMPLE.replace(
+            "connect_address = \"127.0.0.1:5432\"",
+            "connect_address = \"127.0.0.1:5432\"\npg_ctl_timeout = 9223372036854775807",
+        );
+        assert_eq!(key_of(&text), "postgresql.pg_ctl_timeout");
     }
 
     #[test]
