@@ -1,5 +1,13 @@
 //! The `etcd.*` snap keys → etcd's configuration file (`etcd --config-file`,
 //! YAML) and the environment of the snap's `etcdctl`. Pure.
+//!
+//! With `etcd-tls.*` set (the unit's certificate, key and CA, copied to
+//! `$SNAP_DATA/etc/etcd/{cert,key,ca}.pem`), etcd's two transport-security
+//! blocks name those files unless `etcd.client-tls` / `etcd.peer-tls` are
+//! set: clients get the certificate (no client certificate is asked for),
+//! peers the certificate and the CA with `client-cert-auth` (a peer proves
+//! itself with a certificate from the same CA), and the snap's etcdctl
+//! trusts the CA. Which listeners are https stays with the URL keys.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -7,6 +15,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::tls::TlsPaths;
 use super::{Outcome, SnapError, SnapPaths};
 
 /// A URL list: snapd stores `etcd.listen-client-urls=http://a:2379,http://b:2379`
@@ -65,6 +74,11 @@ struct Tree {
     /// Milliseconds (etcd's default 1000).
     #[serde(default)]
     election_timeout: Option<u32>,
+    /// etcd's `experimental-peer-skip-client-san-verification`: a peer's
+    /// certificate must come from the CA, but need not name the address the
+    /// connection comes from (members behind one address, or NAT).
+    #[serde(default)]
+    peer_skip_client_san_verification: bool,
 }
 
 fn default_state() -> String {
@@ -206,12 +220,18 @@ fn tls_block(out: &mut String, key: &str, tls: &Tls) {
     out.push_str(&format!("  client-cert-auth: {}\n", tls.client_cert_auth));
 }
 
-/// etcd's files for the `etcd` tree, or the first setting it lacks.
-pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<Rendered>, SnapError> {
+/// etcd's files for the `etcd` tree, or the first setting it lacks;
+/// `etcd_tls`: where the `etcd-tls.*` copy of the certificate is written,
+/// when it is set.
+pub fn render(
+    tree: &Value,
+    paths: &SnapPaths,
+    etcd_tls: Option<&TlsPaths>,
+) -> Result<Outcome<Rendered>, SnapError> {
     if tree.is_null() || tree.as_str() == Some("") {
         return Ok(Outcome::Missing(vec!["etcd.name".into()]));
     }
-    let tree: Tree = match serde_path_to_error::deserialize(tree) {
+    let mut tree: Tree = match serde_path_to_error::deserialize(tree) {
         Ok(t) => t,
         Err(e) => {
             let path = e.path().to_string();
@@ -253,6 +273,20 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<Rendered>, Snap
     }
     check_tls("etcd.client-tls", &tree.client_tls)?;
     check_tls("etcd.peer-tls", &tree.peer_tls)?;
+    if let Some(files) = etcd_tls {
+        tree.client_tls.get_or_insert_with(|| Tls {
+            cert_file: files.cert.clone(),
+            key_file: files.key.clone(),
+            trusted_ca_file: None,
+            client_cert_auth: false,
+        });
+        tree.peer_tls.get_or_insert_with(|| Tls {
+            cert_file: files.cert.clone(),
+            key_file: files.key.clone(),
+            trusted_ca_file: Some(files.ca.clone()),
+            client_cert_auth: true,
+        });
+    }
     let client_tls = tree.client_tls.is_some();
     let peer_tls = tree.peer_tls.is_some();
     let lists = [
@@ -366,15 +400,24 @@ pub fn render(tree: &Value, paths: &SnapPaths) -> Result<Outcome<Rendered>, Snap
     if let Some(tls) = &tree.peer_tls {
         tls_block(&mut config, "peer-transport-security", tls);
     }
+    if tree.peer_skip_client_san_verification {
+        config.push_str("experimental-peer-skip-client-san-verification: true\n");
+    }
 
     let mut env = format!("ETCDCTL_ENDPOINTS={}\n", shell_quote(&lists[1].1.join(",")));
+    let client_ca = tree
+        .client_tls
+        .as_ref()
+        .and_then(|t| t.trusted_ca_file.as_ref());
+    // etcdctl trusts the CA of the `etcd-tls` copy when clients are not
+    // configured apart (they present no certificate then).
+    if let Some(ca) = client_ca.or(etcd_tls.map(|f| &f.ca)) {
+        env.push_str(&format!(
+            "ETCDCTL_CACERT={}\n",
+            shell_quote(&ca.to_string_lossy())
+        ));
+    }
     if let Some(tls) = &tree.client_tls {
-        if let Some(ca) = &tls.trusted_ca_file {
-            env.push_str(&format!(
-                "ETCDCTL_CACERT={}\n",
-                shell_quote(&ca.to_string_lossy())
-            ));
-        }
         env.push_str(&format!(
             "ETCDCTL_CERT={}\nETCDCTL_KEY={}\n",
             shell_quote(&tls.cert_file.to_string_lossy()),
@@ -414,12 +457,12 @@ mod tests {
     }
 
     fn err(t: &Value) -> SnapError {
-        render(t, &paths()).unwrap_err()
+        render(t, &paths(), None).unwrap_err()
     }
 
     #[test]
     fn renders_etcd_yaml_and_etcdctl_env() {
-        let Outcome::Ready(r) = render(&tree(), &paths()).unwrap() else {
+        let Outcome::Ready(r) = render(&tree(), &paths(), None).unwrap() else {
             panic!("missing")
         };
         assert!(r.config.contains("name: \"m1\"\n"), "{}", r.config);
@@ -456,12 +499,53 @@ mod tests {
         assert_eq!(err(&t).key, "etcd.advertise-client-urls");
     }
 
+    /// The `etcd-tls` copy: https listeners allowed, both transport blocks
+    /// name its files (peers must present a certificate from the CA,
+    /// clients need not), etcdctl trusts the CA; explicit blocks win.
+    #[test]
+    fn the_etcd_tls_copy_fills_both_transport_blocks() {
+        let files = TlsPaths::in_dir(std::path::Path::new("/s/etc/etcd"));
+        let mut t = tree();
+        t["listen-client-urls"] = json!("http://127.0.0.11:2379,https://127.0.0.11:2379");
+        t["listen-peer-urls"] = json!("https://127.0.0.11:2380");
+        t["initial-advertise-peer-urls"] = json!("https://127.0.0.11:2380");
+        t["initial-cluster"] = json!("m1=https://127.0.0.11:2380,m2=http://127.0.0.12:2380");
+        t["peer-skip-client-san-verification"] = json!(true);
+        assert_eq!(err(&t).key, "etcd.listen-client-urls");
+        let Outcome::Ready(r) = render(&t, &paths(), Some(&files)).unwrap() else {
+            panic!("missing")
+        };
+        let client = "client-transport-security:\n  cert-file: \"/s/etc/etcd/cert.pem\"\n  key-file: \"/s/etc/etcd/key.pem\"\n  client-cert-auth: false\n";
+        assert!(r.config.contains(client), "{}", r.config);
+        let peer = "peer-transport-security:\n  cert-file: \"/s/etc/etcd/cert.pem\"\n  key-file: \"/s/etc/etcd/key.pem\"\n  trusted-ca-file: \"/s/etc/etcd/ca.pem\"\n  client-cert-auth: true\n";
+        assert!(r.config.contains(peer), "{}", r.config);
+        assert!(r
+            .config
+            .contains("experimental-peer-skip-client-san-verification: true\n"));
+        assert!(r
+            .etcdctl_env
+            .contains("ETCDCTL_CACERT='/s/etc/etcd/ca.pem'\n"));
+        // Without the skip key etcd checks the address (its default).
+        let Outcome::Ready(r) = render(&tree(), &paths(), Some(&files)).unwrap() else {
+            panic!("missing")
+        };
+        assert!(!r.config.contains("skip-client-san"));
+        // An explicit client block wins over the copy.
+        let mut t = tree();
+        t["client-tls"] = json!({"cert-file": "/x/c.pem", "key-file": "/x/k.pem"});
+        let Outcome::Ready(r) = render(&t, &paths(), Some(&files)).unwrap() else {
+            panic!("missing")
+        };
+        assert!(r.config.contains("cert-file: \"/x/c.pem\""));
+        assert!(r.config.contains("trusted-ca-file: \"/s/etc/etcd/ca.pem\""));
+    }
+
     #[test]
     fn missing_settings_are_reported() {
         let mut t = tree();
         t.as_object_mut().unwrap().remove("name");
         assert!(matches!(
-            render(&t, &paths()).unwrap(),
+            render(&t, &paths(), None).unwrap(),
             Outcome::Missing(k) if k == vec!["etcd.name".to_string()]
         ));
     }

@@ -11,14 +11,20 @@ use super::{
 };
 
 /// The key trees the snap reads.
-const TREES: [&str; 6] = [
+const TREES: [&str; 7] = [
     "pgpilot",
     "etcd",
     "pgbouncer",
     "tls",
+    ETCD_TLS,
     dcs_tls::TREE,
     s3_tls::TREE,
 ];
+
+/// etcd's own copy of the unit's certificate (`etcd-tls.{cert,key,ca}`):
+/// kept apart from `tls.*` so that etcd's listeners can go back to http
+/// one member at a time after the certificate itself is gone.
+const ETCD_TLS: &str = "etcd-tls";
 
 /// The pseudo-service of the `tls.*` files: nothing to restart, a running
 /// pgpilot is reloaded when they change.
@@ -72,18 +78,25 @@ fn render_all(doc: &Value, paths: &SnapPaths) -> Result<Vec<ServiceFiles>, SnapE
         ],
     });
     let etcd_missing = paths.etc("etcd").join("etcd.missing");
-    let etcd = match etcd::render(&tree("etcd"), paths)? {
-        Outcome::Ready(r) => vec![
-            (paths.etcd_file(), Some(r.config)),
-            (paths.etcdctl_env(), Some(r.etcdctl_env)),
-            (etcd_missing, None),
-        ],
-        Outcome::Missing(keys) => vec![
-            (paths.etcd_file(), None),
-            (paths.etcdctl_env(), None),
-            (etcd_missing, Some(missing_note("etcd", &keys))),
-        ],
-    };
+    let etcd_tls = tls::render_tree(&tree(ETCD_TLS), ETCD_TLS)?;
+    let etcd_tls_paths = tls::TlsPaths::in_dir(&paths.etc("etcd"));
+    // The certificate files first: the configuration names them.
+    let mut etcd = etcd_tls_paths.files(etcd_tls.as_ref());
+    let etcd_tls_in_force = etcd_tls.as_ref().map(|_| &etcd_tls_paths);
+    etcd.extend(
+        match etcd::render(&tree("etcd"), paths, etcd_tls_in_force)? {
+            Outcome::Ready(r) => vec![
+                (paths.etcd_file(), Some(r.config)),
+                (paths.etcdctl_env(), Some(r.etcdctl_env)),
+                (etcd_missing, None),
+            ],
+            Outcome::Missing(keys) => vec![
+                (paths.etcd_file(), None),
+                (paths.etcdctl_env(), None),
+                (etcd_missing, Some(missing_note("etcd", &keys))),
+            ],
+        },
+    );
     let bouncer = pgbouncer::render(&tree("pgbouncer"), paths)?;
     Ok(vec![
         // Written before the member file that names them.
@@ -488,6 +501,51 @@ mod tests {
         assert!(e.to_string().contains("dcs.tls"), "{e}");
     }
 
+    /// `etcd-tls.*`: etcd's copy of the certificate, written before the
+    /// configuration that names it; https listeners need it.
+    #[test]
+    fn the_etcd_tls_copy_comes_before_the_etcd_file_that_names_it() {
+        let paths = crate::snap::test_paths();
+        let cert = include_str!("testdata/cert.pem");
+        let key = include_str!("testdata/key.pem");
+        let mut doc = nest(&defaults("host1", "pw1", "pw2"));
+        doc["etcd"]["listen-client-urls"] = json!("https://127.0.0.1:2379");
+        let Err(e) = render_all(&doc, &paths) else {
+            panic!("https without etcd-tls rendered")
+        };
+        assert_eq!(e.key, "etcd.listen-client-urls", "{e}");
+        doc["etcd-tls"] = json!({"ca": cert, "cert": cert});
+        let Err(e) = render_all(&doc, &paths) else {
+            panic!("etcd-tls without its key rendered")
+        };
+        assert_eq!(e.key, "etcd-tls.key", "{e}");
+        assert!(e.to_string().contains("are set together"), "{e}");
+        doc["etcd-tls"]["key"] = json!(key);
+        let services = render_all(&doc, &paths).unwrap();
+        let etcd = services.iter().find(|s| s.app == "etcd").unwrap();
+        let names: Vec<String> = etcd
+            .files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "cert.pem",
+                "key.pem",
+                "ca.pem",
+                "etcd.conf.yml",
+                "etcdctl.env",
+                "etcd.missing"
+            ]
+        );
+        let config = etcd.files[3].1.as_deref().unwrap();
+        assert!(config.contains("etc/etcd/ca.pem"), "{config}");
+        // The unit's TLS (tls.*) is another matter: untouched.
+        let tls = services.iter().find(|s| s.app == TLS_FILES).unwrap();
+        assert!(tls.files.iter().all(|(_, c)| c.is_none()));
+    }
+
     #[test]
     fn the_s3_ca_comes_before_the_member_file_that_names_it() {
         let paths = crate::snap::test_paths();
@@ -535,6 +593,13 @@ mod tests {
             .map(|(p, _)| p)
             .collect();
         dcs.push(s3_tls::ca_path(&paths));
+        // And etcd's copy of the certificate.
+        dcs.extend(
+            tls::TlsPaths::in_dir(&paths.etc("etcd"))
+                .files(None)
+                .into_iter()
+                .map(|(p, _)| p),
+        );
         for s in services.iter().filter(|s| s.app != TLS_FILES) {
             for (path, content) in &s.files {
                 if dcs.contains(path) {

@@ -52,7 +52,11 @@ pub struct TlsPaths {
 
 impl TlsPaths {
     pub fn new(paths: &SnapPaths) -> Self {
-        let dir = paths.etc("tls");
+        Self::in_dir(&paths.etc("tls"))
+    }
+
+    /// `cert.pem`, `key.pem` and `ca.pem` in `dir`.
+    pub fn in_dir(dir: &std::path::Path) -> Self {
         TlsPaths {
             cert: dir.join("cert.pem"),
             key: dir.join("key.pem"),
@@ -150,44 +154,55 @@ pub(super) fn private_key(key: &str, text: &str) -> Result<PrivateKeyDer<'static
 /// The `tls` tree: `None` when unset (TLS off), the checked files, or an
 /// error naming the key at fault. A private key's text is never quoted.
 pub fn render(tree: &Value) -> Result<Option<TlsFiles>, SnapError> {
-    let Some(pems) = PemTree::read(tree, "tls", &KEYS, "tls.cert, tls.key and tls.ca")? else {
+    render_tree(tree, "tls")
+}
+
+/// A tree of the same three keys (`tls`, `etcd-tls`) named `name`.
+pub fn render_tree(tree: &Value, name: &'static str) -> Result<Option<TlsFiles>, SnapError> {
+    let key = |k: &str| format!("{name}.{k}");
+    let all = format!("{}, {} and {}", key("cert"), key("key"), key("ca"));
+    let Some(pems) = PemTree::read(tree, name, &KEYS, &all)? else {
         return Ok(None);
     };
     let text = |k: &str| pems.text(k);
-    let (cert, key, ca) = (text("cert")?, text("key")?, text("ca")?);
-    let (cert, key, ca) = match (cert, key, ca) {
+    let (cert, key_text, ca) = (text("cert")?, text("key")?, text("ca")?);
+    let (cert, key_text, ca) = match (cert, key_text, ca) {
         (None, None, None) => return Ok(None),
         (Some(c), Some(k), Some(a)) => (c, k, a),
         (c, k, a) => {
             let missing = [
-                ("tls.cert", c.is_none()),
-                ("tls.key", k.is_none()),
-                ("tls.ca", a.is_none()),
+                (key("cert"), c.is_none()),
+                (key("key"), k.is_none()),
+                (key("ca"), a.is_none()),
             ]
             .into_iter()
             .filter(|(_, m)| *m)
             .map(|(n, _)| n)
             .collect::<Vec<_>>();
             return Err(SnapError::new(
-                missing[0],
+                missing[0].clone(),
                 format!(
-                    "missing: tls.cert, tls.key and tls.ca are set together (unset: {})",
+                    "missing: {all} are set together (unset: {})",
                     missing.join(", ")
                 ),
             ));
         }
     };
-    let chain = certs("tls.cert", &cert)?;
-    let private = private_key("tls.key", &key)?;
-    certs("tls.ca", &ca)?;
+    let chain = certs(&key("cert"), &cert)?;
+    let private = private_key(&key("key"), &key_text)?;
+    certs(&key("ca"), &ca)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| SnapError::new("tls", e.to_string()))?
+        .map_err(|e| SnapError::new(name, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(chain, private)
-        .map_err(|e| SnapError::new("tls.key", format!("does not fit tls.cert: {e}")))?;
-    Ok(Some(TlsFiles { cert, key, ca }))
+        .map_err(|e| SnapError::new(key("key"), format!("does not fit {}: {e}", key("cert"))))?;
+    Ok(Some(TlsFiles {
+        cert,
+        key: key_text,
+        ca,
+    }))
 }
 
 /// The member-file sections TLS turns on (file keys, the snap's paths),
