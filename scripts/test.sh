@@ -26,6 +26,11 @@ step() { printf '\n==> %s\n' "$*"; }
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
 
+# Imports go down the layers of docs/design.md (its table); fails naming
+# each edge that goes the wrong way, and prints the largest import cycle.
+step "cargo nextest run -p pgpilot --test layers (the layer rule of docs/design.md)"
+cargo nextest run -p pgpilot --test layers --no-capture
+
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -38,7 +38,7 @@ pub fn main(config_path: &Path) -> i32 {
             }
         },
     };
-    init_tracing_with_file(&config.log.level, config.log.json, log_file);
+    crate::logging::set_up_with_file(&config.log.level, config.log.json, log_file);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -51,35 +51,6 @@ pub fn main(config_path: &Path) -> i32 {
         }
     };
     runtime.block_on(run(Arc::new(config)))
-}
-
-pub fn init_tracing(level: &str, json: bool) {
-    init_tracing_with_file(level, json, None);
-}
-
-/// Log to stderr and, when given, also append to `file` (`log.file`).
-pub fn init_tracing_with_file(level: &str, json: bool, file: Option<std::fs::File>) {
-    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let to_file = file.is_some();
-    let writer = match file {
-        Some(file) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(file))),
-        None => BoxMakeWriter::new(std::io::stderr),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(writer);
-    if json {
-        let _ = builder.json().with_ansi(false).try_init();
-    } else {
-        use std::io::IsTerminal;
-        // Colours only for a person at a terminal; log files stay plain.
-        let _ = builder
-            .with_ansi(!to_file && std::io::stderr().is_terminal())
-            .try_init();
-    }
 }
 
 /// A start-up failure: message and exit code.

@@ -13,6 +13,7 @@ pub mod dcs;
 pub mod demo;
 pub mod dynamic;
 pub mod ha;
+pub mod logging;
 pub mod metrics;
 pub mod pidfile;
 pub mod postgres;

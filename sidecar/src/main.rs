@@ -71,7 +71,36 @@ enum Command {
     },
 }
 
+/// The process's logging: to stderr and, when given, also to `file`
+/// (`log.file`); installed as [`pgpilot::logging`]'s hook, called by the
+/// commands once they have read the member file.
+fn init_tracing(settings: pgpilot::logging::Settings<'_>) {
+    use std::sync::Arc;
+    use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_new(settings.level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let to_file = settings.file.is_some();
+    let writer = match settings.file {
+        Some(file) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(file))),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(writer);
+    if settings.json {
+        let _ = builder.json().with_ansi(false).try_init();
+    } else {
+        use std::io::IsTerminal;
+        // Colours only for a person at a terminal; log files stay plain.
+        let _ = builder
+            .with_ansi(!to_file && std::io::stderr().is_terminal())
+            .try_init();
+    }
+}
+
 fn main() {
+    pgpilot::logging::install(init_tracing);
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { config } => pgpilot::daemon::main(&config),

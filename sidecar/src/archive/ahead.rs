@@ -488,7 +488,7 @@ pub fn main(args: AheadArgs) -> i32 {
         );
         return super::code::USAGE;
     }
-    crate::daemon::init_tracing(&config.log.level, config.log.json);
+    crate::logging::set_up(&config.log.level, config.log.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -298,7 +298,7 @@ pub(crate) fn run(
     };
     let result = runtime.block_on(async {
         let call = Call::load(config_path, Instant::now())?;
-        crate::daemon::init_tracing(&call.config.log.level, call.config.log.json);
+        crate::logging::set_up(&call.config.log.level, call.config.log.json);
         match tokio::time::timeout_at(call.deadline(), work(&call)).await {
             Ok(result) => result,
             Err(_) => Err(timed_out(

@@ -247,7 +247,7 @@ pub fn main(args: PrefetchArgs) -> i32 {
             return e.exit_code();
         }
     };
-    crate::daemon::init_tracing(&archive.config.log.level, archive.config.log.json);
+    crate::logging::set_up(&archive.config.log.level, archive.config.log.json);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

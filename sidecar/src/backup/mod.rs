@@ -228,7 +228,7 @@ pub(crate) fn run(
     };
     let result = runtime.block_on(async {
         let context = Context::open(config_path)?;
-        crate::daemon::init_tracing(&context.config.log.level, context.config.log.json);
+        crate::logging::set_up(&context.config.log.level, context.config.log.json);
         work(context).await
     });
     runtime.shutdown_timeout(Duration::from_millis(500));
