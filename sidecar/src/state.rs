@@ -125,7 +125,7 @@ pub struct Shared {
     pub archive_ahead: std::sync::OnceLock<Arc<crate::archive::ahead::AheadStatus>>,
     /// The REST API's TLS configuration in force, once the API serves: a
     /// reload replaces it.
-    pub api_tls: std::sync::OnceLock<crate::api::tls::TlsSlot>,
+    pub api_tls: std::sync::OnceLock<crate::tls::TlsSlot>,
     snapshot: RwLock<Snapshot>,
     pending: Mutex<Option<Pending>>,
     /// The command being carried out (taken from `pending`, not finished).

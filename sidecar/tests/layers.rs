@@ -471,13 +471,11 @@ const NOT_YET_FIXED: &[&str] = &[
     "config → repo::config",
     "config → backup::bootstrap",
     "config → postgres::conf",
-    "config → api::tls",
+    "config → tls",
     "dynamic → postgres::conf",
     "ha → api::client",
-    "ha::reload → api::tls",
     "postgres → backup::chores",
     "postgres → backup::recovery",
-    "state → api::tls",
 ];
 
 fn layer_of<'a>(layers: &'a [Layer], module: &[String]) -> Option<(&'a Layer, Vec<String>)> {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pgpilot::api::client::{ApiClient, ClientError, Reply};
-use pgpilot::api::tls::ClientTls;
+use pgpilot::tls::ClientTls;
 use pgpilot_e2e::http::Method;
 use pgpilot_e2e::openssl::{issue, self_signed_ca};
 use pgpilot_e2e::{wait_until, Cluster, RunOutput};

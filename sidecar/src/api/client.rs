@@ -14,7 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
-use super::tls::{client_config, ClientTls};
+use crate::tls::{client_config, ClientTls};
 use crate::config::Config;
 
 /// Status and body of one answered request.

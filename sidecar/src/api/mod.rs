@@ -144,7 +144,7 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
 }
 
 /// Serve until `shutdown` flips: HTTPS when `[api.tls]` is set, else HTTP;
-/// a reload may turn TLS on or off or renew its certificate ([`tls::TlsSlot`]).
+/// a reload may turn TLS on or off or renew its certificate ([`crate::tls::TlsSlot`]).
 /// `metrics_listener` (from `metrics.listen`) serves `/metrics` alone, over HTTP.
 pub async fn serve<D: Dcs>(
     listener: tokio::net::TcpListener,
@@ -190,7 +190,7 @@ pub async fn serve<D: Dcs>(
     };
     // Checked when the configuration was loaded; this only fails if the
     // files changed since.
-    let slot = match tls::slot(tls.as_ref()) {
+    let slot = match crate::tls::slot(tls.as_ref()) {
         Ok(slot) => slot,
         Err(e) => {
             tracing::error!(key = %e.key, "REST API not started: {}", e.message);

@@ -690,7 +690,7 @@ impl Config {
             }
             // Read the files now: a bad certificate is a configuration error
             // at start, not a REST API that silently never comes up.
-            crate::api::tls::server_config(tls)?;
+            crate::tls::server_config(tls)?;
         }
         self.bootstrap.validate("bootstrap")?;
         self.metrics.validate()?;
@@ -784,7 +784,7 @@ impl PostgresTls {
     /// The files are read now: a bad certificate is a configuration error,
     /// not a PostgreSQL that refuses to start.
     pub fn validate(&self) -> Result<(), Invalid> {
-        use crate::api::tls::{read_certs, read_key};
+        use crate::tls::{read_certs, read_key};
         for (key, path) in [
             ("postgresql.tls.cert_file", Some(&self.cert_file)),
             ("postgresql.tls.key_file", Some(&self.key_file)),

@@ -16,7 +16,7 @@ pub mod switchover;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::api::tls::ClientTls;
+use crate::tls::ClientTls;
 use crate::config::{Config, DcsTls};
 use crate::dcs::etcd::{connect, load_view, EtcdSettings};
 use crate::dcs::{keys, DcsError};

@@ -91,7 +91,7 @@ fn refresh_tls(shared: &Shared, config: &Config) {
             .api
             .tls
             .as_ref()
-            .map(crate::api::tls::server_config)
+            .map(crate::tls::server_config)
             .transpose()
         {
             Ok(tls) => {
