@@ -27,6 +27,7 @@ pub mod member;
 pub mod monitoring;
 pub mod netcut;
 pub mod openssl;
+pub mod ops;
 pub mod ports;
 pub mod process;
 pub mod prometheus;

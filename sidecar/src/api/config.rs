@@ -85,77 +85,7 @@ fn quoted_after<'a>(message: &'a str, prefix: &str) -> Option<&'a str> {
     message.strip_prefix(prefix)?.split('`').next()
 }
 
-/// One row of `pg_settings`: what a parameter accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Setting {
-    pub name: String,
-    /// bool, integer, real, string or enum.
-    pub vartype: String,
-    pub enumvals: Vec<String>,
-}
-
-/// Does `value` fit what PostgreSQL accepts for `setting`? Catches the
-/// mistakes that would make a restart fail (PostgreSQL refuses to start
-/// with a bad value in postgresql.conf); ranges are left to PostgreSQL.
-pub fn check_value(setting: &Setting, value: &ParamValue) -> Result<(), String> {
-    let text = match value {
-        ParamValue::Bool(b) => if *b { "on" } else { "off" }.to_string(),
-        ParamValue::Int(i) => i.to_string(),
-        ParamValue::Float(f) => f.to_string(),
-        ParamValue::Text(s) => s.trim().to_string(),
-    };
-    match setting.vartype.as_str() {
-        "bool" => {
-            const WORDS: &[&str] = &["on", "off", "true", "false", "yes", "no", "1", "0"];
-            if WORDS.contains(&text.to_ascii_lowercase().as_str()) {
-                Ok(())
-            } else {
-                Err(format!("{text:?} is not a boolean (use on or off)"))
-            }
-        }
-        "integer" | "real" => {
-            if matches!(value, ParamValue::Bool(_)) || !is_number_with_unit(&text) {
-                Err(format!(
-                    "{text:?} is not a number (with an optional unit such as kB, MB, ms, s, min)"
-                ))
-            } else {
-                Ok(())
-            }
-        }
-        "enum" => {
-            if setting
-                .enumvals
-                .iter()
-                .any(|v| v.eq_ignore_ascii_case(&text))
-            {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{text:?} is not one of {}",
-                    setting.enumvals.join(", ")
-                ))
-            }
-        }
-        _ => Ok(()),
-    }
-}
-
-fn is_number_with_unit(text: &str) -> bool {
-    const UNITS: &[&str] = &[
-        "", "B", "kB", "MB", "GB", "TB", "us", "ms", "s", "min", "h", "d",
-    ];
-    let t = text.trim();
-    let t = t.strip_prefix('-').unwrap_or(t);
-    let end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(end);
-    let number_ok = number.parse::<f64>().is_ok()
-        || number
-            .strip_prefix("0x")
-            .is_some_and(|h| i64::from_str_radix(h, 16).is_ok());
-    number_ok && UNITS.contains(&unit.trim())
-}
+pub use crate::postgres::guc::{check_value, Setting};
 
 /// Check the parameters that `new` sets differently from `old` against the
 /// settings PostgreSQL knows. `known` holds the rows found for them;
@@ -209,7 +139,8 @@ async fn settings_of<D: Dcs>(state: &ApiState<D>, names: Vec<String>) -> Option<
     let lookup = pg.with_client(async |client| {
         let rows = client
             .query(
-                "SELECT name::text, vartype::text, COALESCE(enumvals, '{}')::text[] \
+                "SELECT name::text, vartype::text, COALESCE(enumvals, '{}')::text[], \
+                 min_val::text, max_val::text, unit::text \
                  FROM pg_settings WHERE lower(name) = ANY($1)",
                 &[&names],
             )
@@ -221,6 +152,9 @@ async fn settings_of<D: Dcs>(state: &ApiState<D>, names: Vec<String>) -> Option<
                 name: r.get(0),
                 vartype: r.get(1),
                 enumvals: r.get(2),
+                min_val: r.get(3),
+                max_val: r.get(4),
+                unit: r.get(5),
             })
             .collect::<Vec<_>>())
     });
@@ -500,6 +434,8 @@ mod tests {
             name: name.into(),
             vartype: vartype.into(),
             enumvals: enumvals.iter().map(|s| s.to_string()).collect(),
+            unit: (vartype == "integer").then(|| "kB".to_string()),
+            ..Default::default()
         }
     }
 

@@ -50,7 +50,7 @@ pub struct Ha<D: Dcs> {
     /// `cluster.name` (never changes while pgpilot runs).
     me: String,
     /// For peers' `/patroni` (http or https, with this member's TLS client settings).
-    http: crate::api::client::ApiClient,
+    http: crate::client::ApiClient,
     /// Leader the running standby's primary_conninfo points at.
     following: Option<String>,
     /// System identifier of the data directory, read once per data directory.
@@ -73,9 +73,9 @@ impl<D: Dcs> Ha<D> {
         // read when the configuration was loaded, so this does not fail in
         // practice; without them only plain-http peers could be asked.
         let http =
-            crate::api::client::ApiClient::for_member(&shared.config()).unwrap_or_else(|e| {
+            crate::client::ApiClient::for_member(&shared.config()).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot set up TLS towards other members' APIs");
-                crate::api::client::ApiClient::new(
+                crate::client::ApiClient::new(
                     &Default::default(),
                     Duration::from_secs(2),
                     Duration::from_secs(1),
@@ -133,9 +133,19 @@ impl<D: Dcs> Ha<D> {
     async fn load_view(&self) -> Option<ClusterView> {
         let timeout = self.shared.dynamic().retry_timeout();
         match tokio::time::timeout(timeout, self.dcs.load()).await {
-            Ok(Ok(view)) => {
+            Ok(Ok(mut view)) => {
                 self.shared
                     .update(|s| s.dcs_last_seen = Some(SystemTime::now()));
+                // A configuration written around the REST API's checks
+                // (etcdctl, a buggy member) is not applied: the one in use stays.
+                if let Some(Err(invalid)) = view.config.as_ref().map(|c| c.validate("")) {
+                    tracing::error!(
+                        key = %invalid.key,
+                        "ignoring the configuration in etcd, it is invalid: {}; keeping the one in use",
+                        invalid.message
+                    );
+                    view.config = Some(self.shared.dynamic());
+                }
                 Some(view)
             }
             Ok(Err(e)) => {

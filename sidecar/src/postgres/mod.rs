@@ -2,6 +2,7 @@
 //! it as primary or replica, stop, promote, reload, and observe it over SQL.
 
 pub mod conf;
+pub mod guc;
 pub mod probe;
 pub mod process;
 
