@@ -14,8 +14,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::de::DeserializeOwned;
 
-use crate::tls::{client_config, ClientTls};
 use crate::config::Config;
+use crate::tls::{client_config, ClientTls};
 
 /// Status and body of one answered request.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -281,12 +281,12 @@ async fn refuse_duplicate(
     };
     let _ = dcs;
     // The same client members use for each other: it speaks TLS when the API does.
-    let http = crate::api::client::ApiClient::for_member(config)
+    let http = crate::client::ApiClient::for_member(config)
         .map_err(|e| StartError(exit::USAGE, e))?
         .with_timeout(Duration::from_secs(2));
     let liveness = format!(
         "{}/liveness",
-        crate::api::client::base_url(&existing.status.api_url)
+        crate::client::base_url(&existing.status.api_url)
     );
     if let Ok(reply) = http.request(axum::http::Method::GET, &liveness, None).await {
         if reply.is_success() || reply.status == 503 {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod archive;
 pub mod backup;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod ctl;

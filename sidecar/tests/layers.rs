@@ -473,7 +473,6 @@ const NOT_YET_FIXED: &[&str] = &[
     "config → postgres::conf",
     "config → tls",
     "dynamic → postgres::conf",
-    "ha → api::client",
     "postgres → backup::chores",
     "postgres → backup::recovery",
 ];

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgpilot::api::client::{ApiClient, ClientError, Reply};
+use pgpilot::client::{ApiClient, ClientError, Reply};
 use pgpilot::tls::ClientTls;
 use pgpilot_e2e::http::Method;
 use pgpilot_e2e::openssl::{issue, self_signed_ca};

@@ -2,7 +2,6 @@
 //! group lives in its own file; handlers only read the shared snapshot (and
 //! the store, with a short timeout), so they answer while the HA loop waits.
 
-pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod health;
@@ -33,7 +32,7 @@ pub struct ApiState<D: Dcs> {
     pub shared: Arc<Shared>,
     pub dcs: Arc<D>,
     /// For asking other members (switchover candidates).
-    pub client: client::ApiClient,
+    pub client: crate::client::ApiClient,
 }
 
 impl<D: Dcs> Clone for ApiState<D> {
@@ -153,7 +152,7 @@ pub async fn serve<D: Dcs>(
     dcs: Arc<D>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let client = match client::ApiClient::for_member(&shared.config()) {
+    let client = match crate::client::ApiClient::for_member(&shared.config()) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "REST API: cannot build the client for other members");

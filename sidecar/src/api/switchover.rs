@@ -17,9 +17,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use super::client::base_url;
 use super::config::{load_fresh, parse_body};
 use super::ApiState;
+use crate::client::base_url;
 use crate::cluster::{ClusterView, FailoverRequest, PgState, Role};
 use crate::dcs::Dcs;
 use crate::dynamic::DynamicConfig;
@@ -480,7 +480,7 @@ async fn probe<D: Dcs>(
     names: &[String],
 ) -> Result<(), String> {
     // The TLS settings in force (a reload may have turned TLS on).
-    let current = super::client::ApiClient::for_member(&state.shared.config())
+    let current = crate::client::ApiClient::for_member(&state.shared.config())
         .unwrap_or_else(|_| state.client.clone());
     let asks = names.iter().map(|name| {
         let client = current.clone();

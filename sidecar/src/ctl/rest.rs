@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::Method;
 
 use super::{CtlError, Target};
-use crate::api::client::{base_url, ApiClient, Reply};
+use crate::client::{base_url, ApiClient, Reply};
 use crate::cluster::{ClusterView, Member};
 
 /// A client for the members' APIs with the target's TLS settings and

@@ -171,11 +171,7 @@ pub fn run_failover(target: &Target, args: &FailoverArgs) -> Result<(), CtlError
 }
 
 /// Print the member's answer; on success also the member table.
-async fn finish(
-    target: &Target,
-    what: &str,
-    reply: &crate::api::client::Reply,
-) -> Result<(), CtlError> {
+async fn finish(target: &Target, what: &str, reply: &crate::client::Reply) -> Result<(), CtlError> {
     if !reply.is_success() {
         return Err(CtlError::failure(format!(
             "{what} failed, details: {}, {}",

@@ -72,16 +72,15 @@ impl<D: Dcs> Ha<D> {
         // this member's certificate when the API uses TLS. The files were
         // read when the configuration was loaded, so this does not fail in
         // practice; without them only plain-http peers could be asked.
-        let http =
-            crate::client::ApiClient::for_member(&shared.config()).unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot set up TLS towards other members' APIs");
-                crate::client::ApiClient::new(
-                    &Default::default(),
-                    Duration::from_secs(2),
-                    Duration::from_secs(1),
-                )
-                .expect("a client without TLS material builds")
-            });
+        let http = crate::client::ApiClient::for_member(&shared.config()).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot set up TLS towards other members' APIs");
+            crate::client::ApiClient::new(
+                &Default::default(),
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+            )
+            .expect("a client without TLS material builds")
+        });
         Ha {
             me: shared.config().cluster.name.clone(),
             dcs,
