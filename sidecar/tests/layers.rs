@@ -473,8 +473,6 @@ const NOT_YET_FIXED: &[&str] = &[
     "config → postgres::conf",
     "config → tls",
     "dynamic → postgres::conf",
-    "postgres → backup::chores",
-    "postgres → backup::recovery",
 ];
 
 fn layer_of<'a>(layers: &'a [Layer], module: &[String]) -> Option<(&'a Layer, Vec<String>)> {

@@ -10,7 +10,6 @@
 //!   while a pgpilot or a PostgreSQL runs on it.
 
 use std::io::Read;
-use std::path::Path;
 
 use super::{code, BackupError, ConfigArg, Result};
 use crate::repo::PutMode;
@@ -138,31 +137,7 @@ pub fn wipe(config: &crate::config::Config) -> Result<usize> {
             dir.display()
         )));
     }
-    empty_dir(dir).map_err(BackupError::Local)
-}
-
-/// Remove everything inside `dir` (never `dir` itself; a missing `dir` is
-/// empty).
-pub fn empty_dir(dir: &Path) -> std::result::Result<usize, String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(format!("cannot list {}: {e}", dir.display())),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-            .path();
-        let result = if path.is_dir() && !path.is_symlink() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        result.map_err(|e| format!("cannot remove {}: {e}", path.display()))?;
-        removed += 1;
-    }
-    Ok(removed)
+    crate::postgres::files::empty_dir(dir).map_err(BackupError::Local)
 }
 
 #[cfg(test)]
@@ -176,18 +151,5 @@ mod tests {
             assert!(check_log_name(bad).is_err(), "{bad:?}");
         }
         assert_eq!(log_key("m.pg", "x.log"), "m.pg/log/x.log");
-    }
-
-    #[test]
-    fn empty_dir_keeps_the_directory() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir_all(dir.join("base/1")).unwrap();
-        std::fs::write(dir.join("PG_VERSION"), "15\n").unwrap();
-        std::os::unix::fs::symlink("/nonexistent", dir.join("pg_wal")).unwrap();
-        assert_eq!(empty_dir(&dir).unwrap(), 3);
-        assert!(dir.is_dir());
-        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
-        assert_eq!(empty_dir(&tmp.path().join("missing")).unwrap(), 0);
     }
 }

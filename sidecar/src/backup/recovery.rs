@@ -5,6 +5,7 @@
 use super::restore::{RestoreRequest, StartAs, Target, TargetAction};
 use super::walrange::format_lsn;
 use super::{BackupError, Context, Result};
+use crate::postgres::conf::comment_out_recovery_settings;
 
 /// The lines to put in postgresql.auto.conf. None for a standby: its
 /// postgresql.conf, written by the HA loop, has what it needs, and a
@@ -72,43 +73,6 @@ fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-const RECOVERY_SETTINGS: &[&str] = &[
-    "restore_command",
-    "recovery_target",
-    "recovery_target_lsn",
-    "recovery_target_time",
-    "recovery_target_xid",
-    "recovery_target_name",
-    "recovery_target_action",
-    "recovery_target_inclusive",
-    "recovery_target_timeline",
-];
-
-/// Is this postgresql.auto.conf line one of the recovery settings?
-fn is_recovery_setting(line: &str) -> bool {
-    let name = line
-        .split(['=', ' ', '\t'])
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    RECOVERY_SETTINGS.contains(&name.as_str())
-}
-
-/// `existing` with its recovery settings commented out, each with `why`.
-pub fn comment_out_recovery_settings(existing: &str, why: &str) -> String {
-    let mut out = String::new();
-    for line in existing.lines() {
-        if is_recovery_setting(line) {
-            out.push_str(&format!("# {why}: {line}\n"));
-        } else {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    out
-}
-
 /// postgresql.auto.conf with earlier recovery settings commented out and
 /// this restore's appended.
 pub fn render_auto_conf(existing: &str, label: &str, settings: &[(String, String)]) -> String {
@@ -128,6 +92,7 @@ pub fn render_auto_conf(existing: &str, label: &str, settings: &[(String, String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::postgres::conf::is_recovery_setting;
 
     #[test]
     fn auto_conf() {

@@ -255,6 +255,46 @@ pub fn render_pg_hba(config: &Config) -> String {
     out
 }
 
+/// The settings of a recovery (restore_command, recovery_target_*): a
+/// restore appends them to postgresql.auto.conf, and they are commented out
+/// once recovery is over.
+const RECOVERY_SETTINGS: &[&str] = &[
+    "restore_command",
+    "recovery_target",
+    "recovery_target_lsn",
+    "recovery_target_time",
+    "recovery_target_xid",
+    "recovery_target_name",
+    "recovery_target_action",
+    "recovery_target_inclusive",
+    "recovery_target_timeline",
+];
+
+/// Is this postgresql.auto.conf line one of the recovery settings?
+pub fn is_recovery_setting(line: &str) -> bool {
+    let name = line
+        .split(['=', ' ', '\t'])
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    RECOVERY_SETTINGS.contains(&name.as_str())
+}
+
+/// `existing` with its recovery settings commented out, each with `why`.
+pub fn comment_out_recovery_settings(existing: &str, why: &str) -> String {
+    let mut out = String::new();
+    for line in existing.lines() {
+        if is_recovery_setting(line) {
+            out.push_str(&format!("# {why}: {line}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

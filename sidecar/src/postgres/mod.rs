@@ -2,6 +2,7 @@
 //! it as primary or replica, stop, promote, reload, and observe it over SQL.
 
 pub mod conf;
+pub mod files;
 pub mod guc;
 pub mod probe;
 pub mod process;
@@ -196,6 +197,18 @@ impl Postgres {
     /// half-done by an interrupted initdb or clone (the marker says it is
     /// ours) is wiped; anything else non-empty is refused, never deleted.
     pub fn check_data_dir(&self) -> Result<(), PgError> {
+        // The directory, or the first of its parents that exists, must be a
+        // directory: initdb into a regular file fails, and would again each cycle.
+        if let Some(found) = self.data_dir().ancestors().find(|p| p.exists()) {
+            if !found.is_dir() {
+                return Err(PgError::Setup(format!(
+                    "postgresql.data_dir {}: {} is not a directory; point \
+                     postgresql.data_dir at a directory (or where one can be created)",
+                    self.data_dir().display(),
+                    found.display()
+                )));
+            }
+        }
         if self.creation_marker().exists() {
             tracing::warn!(dir = %self.data_dir().display(), "removing an interrupted initdb or clone");
             self.wipe_data_dir()?;
@@ -359,7 +372,7 @@ impl Postgres {
 
     /// Remove everything inside the data directory (never the directory itself).
     pub fn wipe_data_dir(&self) -> Result<(), PgError> {
-        crate::backup::chores::empty_dir(self.data_dir())
+        files::empty_dir(self.data_dir())
             .map(drop)
             .map_err(PgError::Setup)
     }
@@ -423,7 +436,7 @@ impl Postgres {
         let path = self.data_dir().join("postgresql.auto.conf");
         let existing = std::fs::read_to_string(&path)
             .map_err(|e| PgError::Setup(format!("cannot read {}: {e}", path.display())))?;
-        let cleared = crate::backup::recovery::comment_out_recovery_settings(
+        let cleared = conf::comment_out_recovery_settings(
             &existing,
             "recovery from a backup is over (pgpilot)",
         );
