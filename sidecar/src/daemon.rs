@@ -53,6 +53,23 @@ pub fn main(config_path: &Path) -> i32 {
     runtime.block_on(run(Arc::new(config)))
 }
 
+/// Connections the kernel queues for a listener before pgpilot accepts them.
+/// tokio's `bind` keeps std's 128: a burst of 200 connections (a monitoring
+/// system, a load balancer's checks) made some wait a second for a SYN retry.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP listener on `address` with [`LISTEN_BACKLOG`].
+fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A start-up failure: message and exit code.
 struct StartError(i32, String);
 
@@ -60,8 +77,8 @@ async fn run(config: Arc<Config>) -> i32 {
     match start(config).await {
         Ok(code) => code,
         Err(StartError(code, message)) => {
+            // Once: the log goes to stderr already (and to log.file when set).
             tracing::error!("{message}");
-            eprintln!("pgpilot: {message}");
             code
         }
     }
@@ -123,19 +140,16 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
     }
     refuse_duplicate(&dcs, &view, &config).await?;
 
-    let listener = tokio::net::TcpListener::bind(config.api.listen)
-        .await
-        .map_err(|e| {
-            usage(format!(
-                "cannot listen on {} (api.listen): {e}",
-                config.api.listen
-            ))
-        })?;
+    let listener = listen(config.api.listen).map_err(|e| {
+        usage(format!(
+            "cannot listen on {} (api.listen): {e}",
+            config.api.listen
+        ))
+    })?;
 
     let metrics_listener = match config.metrics.listen.filter(|_| config.metrics.enabled) {
         Some(address) => Some(
-            tokio::net::TcpListener::bind(address)
-                .await
+            listen(address)
                 .map_err(|e| usage(format!("cannot listen on {address} (metrics.listen): {e}")))?,
         ),
         None => None,

@@ -182,8 +182,15 @@ async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
     let killed = fc.kill_node(leader).await?;
     let watch = fc.ttl() * 3;
     let primaries = primaries_during(&fc, watch).await;
-    let lag_logged = fc.member(lagging).log().contains("maximum_lag_on_failover");
-    let nofailover_logged = fc.member(nofailover).log().contains("nofailover");
+    // The reasons decide.rs gives (and the HA loop logs) for not racing.
+    let lag_logged = fc
+        .member(lagging)
+        .log()
+        .contains("bytes behind the last known leader position (maximum_lag_on_failover");
+    let nofailover_logged = fc
+        .member(nofailover)
+        .log()
+        .contains("not racing: I am not allowed to promote (nofailover)");
 
     // Bring the most advanced member back: it must lead again.
     fc.start_member(leader)?;
@@ -223,6 +230,19 @@ async fn lagging_and_nofailover_replicas_never_promote() -> anyhow::Result<()> {
         problems.push(format!(
             "{} took the lead after m1's restart, but m1 is the most advanced member",
             fc.name(back)
+        ));
+    }
+    // Each replica says why it does not take the lead.
+    if !lag_logged {
+        problems.push(format!(
+            "{} never logged that maximum_lag_on_failover kept it from promoting",
+            fc.name(lagging)
+        ));
+    }
+    if !nofailover_logged {
+        problems.push(format!(
+            "{} never logged that nofailover kept it from promoting",
+            fc.name(nofailover)
         ));
     }
     if report.successes(nofailover).next().is_some() {

@@ -172,3 +172,44 @@ async fn rest_endpoints_answer_by_role() -> anyhow::Result<()> {
     assert_eq!(c.status(leader, "/no-such-endpoint").await, Some(404));
     Ok(())
 }
+
+/// 300 connections opened at once while the sidecar accepts none (stopped):
+/// the kernel queues them all (listen backlog 1024), so none waits for a SYN
+/// retry. With tokio's default backlog of 128 the 130th connect hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_listener_queues_a_burst_of_connections() -> anyhow::Result<()> {
+    const BURST: usize = 300;
+    let c = Cluster::builder().members(1).start().await?;
+    let leader = c.wait_ready(READY).await?;
+    let address = format!("127.0.0.1:{}", c.member(leader).api_port);
+    anyhow::ensure!(c.member(leader).pause_sidecar(), "cannot stop the sidecar");
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            let address = address.clone();
+            tokio::spawn(async move {
+                tokio::time::timeout(
+                    Duration::from_secs(3),
+                    tokio::net::TcpStream::connect(address),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut streams = Vec::new();
+    let mut waited = 0;
+    for connect in connects {
+        match connect.await? {
+            Ok(stream) => streams.push(stream?),
+            Err(_) => waited += 1,
+        }
+    }
+    c.member(leader).resume_sidecar();
+    assert_eq!(
+        waited, 0,
+        "{waited} of {BURST} connections waited more than 3 s for the listener"
+    );
+    drop(streams);
+    // And the API still answers afterwards.
+    assert_eq!(c.status(leader, "/liveness").await, Some(200));
+    Ok(())
+}

@@ -106,6 +106,35 @@ async fn impossible_timing_is_refused() -> anyhow::Result<()> {
     .await
 }
 
+/// A data directory that is a regular file (or lies under one) is refused
+/// at start, naming the key, instead of failing initdb every cycle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_dir_that_is_a_file_is_refused() -> anyhow::Result<()> {
+    for under in [false, true] {
+        refused_config(
+            |m, t| {
+                let file = m.data_dir.with_extension("file");
+                std::fs::write(&file, "not a directory\n").expect("write the file");
+                let target = if under { file.join("pgdata") } else { file };
+                t.replace(
+                    &format!("data_dir = \"{}\"", m.data_dir.display()),
+                    &format!("data_dir = \"{}\"", target.display()),
+                )
+            },
+            &["postgresql.data_dir"],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A refusal found after the log is set up is printed once, not as a log
+/// line and again as a `pgpilot:` line.
+fn printed_once(out: &RunOutput, needle: &str) {
+    let lines = out.stderr.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines, 1, "{needle:?} on {lines} lines: {}", describe(out));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_etcd_is_refused() -> anyhow::Result<()> {
     let mut c = Cluster::builder().members(0).start().await?;
@@ -122,6 +151,7 @@ async fn unreachable_etcd_is_refused() -> anyhow::Result<()> {
         "stderr should say etcd at {closed} cannot be reached: {}",
         describe(&out)
     );
+    printed_once(&out, "cannot reach etcd");
     Ok(())
 }
 
