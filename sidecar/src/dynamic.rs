@@ -196,12 +196,12 @@ impl DynamicConfig {
     /// How long before the lease deadline a leader stops accepting writes.
     /// A third of the TTL, at least one second: room for the demotion itself.
     pub fn fence_margin(&self) -> Duration {
-        Duration::from_millis((self.ttl * 1000 / 3).max(1000))
+        Duration::from_millis((self.ttl.saturating_mul(1000) / 3).max(1000))
     }
 
     /// How often the lease keeper renews: several times per TTL (invariant 7).
     pub fn lease_renew_interval(&self) -> Duration {
-        Duration::from_millis((self.ttl * 1000 / 4).max(500))
+        Duration::from_millis((self.ttl.saturating_mul(1000) / 4).max(500))
     }
 }
 

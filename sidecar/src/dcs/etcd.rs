@@ -434,10 +434,17 @@ impl Dcs for EtcdDcs {
 
     async fn race_initialize(&self) -> DcsResult<bool> {
         let key = self.key(keys::INITIALIZE);
+        // The claim lives on this member's lease: if it dies before
+        // set_initialize, the claim expires and another member bootstraps.
+        let lease = self.ensure_lease().await?;
         self.txn(
             Txn::new()
                 .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-                .and_then([TxnOp::put(key, "", None)]),
+                .and_then([TxnOp::put(
+                    key,
+                    "",
+                    Some(PutOptions::new().with_lease(lease)),
+                )]),
         )
         .await
     }

@@ -274,11 +274,12 @@ impl Dcs for MemoryDcs {
     }
 
     async fn race_initialize(&self) -> DcsResult<bool> {
-        self.with_store(|store, _| {
+        self.with_store(|store, lease| {
             if store.entries.contains_key(keys::INITIALIZE) {
                 return false;
             }
-            store.put(keys::INITIALIZE, Vec::new(), None);
+            let id = self.lease_for_write(store, lease);
+            store.put(keys::INITIALIZE, Vec::new(), Some(id));
             true
         })
     }
@@ -407,6 +408,23 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(11)).await;
         assert_eq!(store.view().leader_name(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn initialize_claim_dies_with_its_owner() {
+        let store = MemoryStore::new();
+        let a = store.member("a", Duration::from_secs(10));
+        let b = store.member("b", Duration::from_secs(10));
+        assert!(a.race_initialize().await.unwrap());
+        assert!(!b.race_initialize().await.unwrap());
+        // a dies: no keepalive; its claim goes with its lease.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(store.view().initialize, None);
+        assert!(b.race_initialize().await.unwrap());
+        // Once the cluster exists, the key no longer depends on anyone.
+        b.set_initialize("123").await.unwrap();
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(store.view().initialize.as_deref(), Some("123"));
     }
 
     #[tokio::test(start_paused = true)]
