@@ -15,6 +15,7 @@ pub mod demo;
 pub mod dynamic;
 pub mod ha;
 pub mod logging;
+pub mod member_file;
 pub mod metrics;
 pub mod pidfile;
 pub mod postgres;

@@ -60,11 +60,32 @@ impl CallbacksSection {
         .filter_map(|(key, command)| command.as_ref().map(|c| (key, c)))
     }
 
+    /// The programs the callbacks run, with their keys (valid command
+    /// lines only; [`crate::member_file`] checks that they can be run).
+    pub fn programs(&self) -> impl Iterator<Item = (String, std::path::PathBuf)> + '_ {
+        self.configured().filter_map(|(key, command)| {
+            let argv = command.argv().ok()?;
+            Some((
+                format!("postgresql.callbacks.{key}"),
+                argv[0].clone().into(),
+            ))
+        })
+    }
+
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         for (key, command) in self.configured() {
             let key = format!("postgresql.callbacks.{key}");
             let argv = command.argv().map_err(|m| Invalid::new(&key, m))?;
-            check_program(&key, Path::new(&argv[0]))?;
+            let program = Path::new(&argv[0]);
+            if !program.is_absolute() {
+                return Err(Invalid::new(
+                    key,
+                    format!(
+                        "the program {:?} must be an absolute path",
+                        program.display().to_string()
+                    ),
+                ));
+            }
         }
         if !(1..=3600).contains(&self.callback_timeout) {
             return Err(Invalid::new(
@@ -179,39 +200,6 @@ impl<'de> Deserialize<'de> for CommandLine {
             }
         }
         deserializer.deserialize_any(Visitor)
-    }
-}
-
-/// A program pgpilot runs itself: an absolute path to an executable file.
-fn check_program(key: &str, program: &Path) -> Result<(), Invalid> {
-    if !program.is_absolute() {
-        return Err(Invalid::new(
-            key,
-            format!(
-                "the program {:?} must be an absolute path",
-                program.display().to_string()
-            ),
-        ));
-    }
-    match std::fs::metadata(program) {
-        Err(e) => Err(Invalid::new(
-            key,
-            format!("cannot use the program {}: {e}", program.display()),
-        )),
-        Ok(meta) if !meta.is_file() => Err(Invalid::new(
-            key,
-            format!("the program {} is not a file", program.display()),
-        )),
-        Ok(_) => nix::unistd::access(program, nix::unistd::AccessFlags::X_OK).map_err(|e| {
-            Invalid::new(
-                key,
-                format!(
-                    "the program {} is not executable by pgpilot's user: {}",
-                    program.display(),
-                    e.desc()
-                ),
-            )
-        }),
     }
 }
 

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dynamic::DynamicConfig;
 
+pub mod backup;
 mod callbacks;
 pub mod live;
 pub mod reload;
@@ -110,7 +111,7 @@ pub struct Config {
     pub metrics: crate::metrics::MetricsSection,
     /// The backup repository and WAL archiving; absent: no archiving.
     #[serde(default)]
-    pub backup: Option<crate::repo::config::BackupSection>,
+    pub backup: Option<backup::BackupSection>,
     /// How the member that bootstraps the cluster creates it: initdb, or a
     /// backup from the repository; absent: initdb.
     #[serde(default)]
@@ -482,19 +483,10 @@ fn check_host_port(key: &str, value: &str) -> Result<(), Invalid> {
 }
 
 impl Config {
-    /// Read, parse and validate a file. The error names the key at fault.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut config = Config::parse(&text, path)?;
-        config.source = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
-        Ok(config)
-    }
-
-    /// Parse and validate TOML text; `path` is only used in messages.
-    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    /// Parse TOML text and validate its values; `path` is only used in
+    /// messages. No file is read: [`Config::parse`] and [`Config::load`]
+    /// ([`crate::member_file`]) also check the files the values name.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let line_of = |span: Option<std::ops::Range<usize>>| {
             span.map(|s| text[..s.start.min(text.len())].lines().count().max(1))
                 .unwrap_or(0)
@@ -688,9 +680,6 @@ impl Config {
                     "verify_client needs ca_file: the CA bundle that signs client certificates",
                 ));
             }
-            // Read the files now: a bad certificate is a configuration error
-            // at start, not a REST API that silently never comes up.
-            crate::tls::server_config(tls)?;
         }
         self.bootstrap.validate("bootstrap")?;
         self.metrics.validate()?;
@@ -781,10 +770,8 @@ impl Config {
 }
 
 impl PostgresTls {
-    /// The files are read now: a bad certificate is a configuration error,
-    /// not a PostgreSQL that refuses to start.
+    /// The paths must be absolute ([`crate::member_file`] reads the files).
     pub fn validate(&self) -> Result<(), Invalid> {
-        use crate::tls::{read_certs, read_key};
         for (key, path) in [
             ("postgresql.tls.cert_file", Some(&self.cert_file)),
             ("postgresql.tls.key_file", Some(&self.key_file)),
@@ -793,11 +780,6 @@ impl PostgresTls {
             if path.is_some_and(|p| !p.is_absolute()) {
                 return Err(Invalid::new(key, "must be an absolute path"));
             }
-        }
-        read_certs(&self.cert_file).map_err(|m| Invalid::new("postgresql.tls.cert_file", m))?;
-        read_key(&self.key_file).map_err(|m| Invalid::new("postgresql.tls.key_file", m))?;
-        if let Some(ca) = &self.ca_file {
-            read_certs(ca).map_err(|m| Invalid::new("postgresql.tls.ca_file", m))?;
         }
         Ok(())
     }

@@ -20,7 +20,9 @@
 //! - `put` with [`PutMode::CreateNew`] never replaces an existing object;
 //! - errors say whether trying again may help ([`ErrorKind`]).
 
-pub mod config;
+/// The `[backup]` section's schema is plain data: [`crate::config::backup`];
+/// this name stays for the paths that use it.
+pub use crate::config::backup as config;
 pub mod conformance;
 pub mod identity;
 pub mod layout;

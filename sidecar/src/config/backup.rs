@@ -187,21 +187,6 @@ fn check_segment(key: &str, value: &str) -> Result<(), Invalid> {
 }
 
 impl BackupSection {
-    /// Load a member file that must have a `[backup]` section (every
-    /// archive and backup command starts here).
-    pub fn load(
-        config_path: &std::path::Path,
-    ) -> Result<(crate::config::Config, BackupSection), String> {
-        let config = crate::config::Config::load(config_path).map_err(|e| e.to_string())?;
-        let backup = config.backup.clone().ok_or_else(|| {
-            format!(
-                "{}: no [backup] section: no backup repository (and no WAL archiving) is configured",
-                config_path.display()
-            )
-        })?;
-        Ok((config, backup))
-    }
-
     /// Where the repository is, for messages: its directory or `s3://bucket`.
     pub fn location(&self) -> String {
         match (&self.posix, &self.s3) {
