@@ -21,6 +21,8 @@ mod extensions;
 mod tls;
 
 const ETCD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a hook waits for its etcd to answer after a restart.
+const ETCD_HEALTHY_WAIT: Duration = Duration::from_secs(60);
 const CTL_TIMEOUT: Duration = Duration::from_secs(60);
 const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -218,6 +220,29 @@ pub fn apply_step(t: &Target<'_>, step: &Step) -> Result<Applied, ApplyError> {
                         source: e,
                     })
                 }
+            }
+        }
+        Step::EtcdUpdatePeer {
+            id,
+            peer_url,
+            endpoints,
+            ..
+        } => {
+            let args = etcd::member_update_args(endpoints, *id, peer_url);
+            let r = t.snap.run_app("etcdctl", &args, ETCD_TIMEOUT);
+            t.snapped(step, r)?;
+        }
+        Step::EtcdWaitHealthy { endpoint } => {
+            let args = etcd::endpoint_health_args(endpoint);
+            let deadline = std::time::Instant::now() + ETCD_HEALTHY_WAIT;
+            while t.snap.run_app("etcdctl", &args, ETCD_TIMEOUT).is_err() {
+                if std::time::Instant::now() >= deadline {
+                    return Ok(Applied::NotYet(format!(
+                        "etcd at {endpoint} is not healthy {}s after its restart: checked again by a later hook",
+                        ETCD_HEALTHY_WAIT.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
         Step::SnapSet(pairs) => t.snapped(step, t.snap.set(pairs))?,

@@ -18,6 +18,130 @@ pub fn peer_url(ip: &str) -> String {
     format!("http://{ip}:{PEER_PORT}")
 }
 
+/// `url` with the scheme `https://` (`true`) or `http://`.
+pub fn with_scheme(url: &str, https: bool) -> String {
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{}", address(url))
+}
+
+pub fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// How a unit's etcd runs with respect to TLS (`etcd-tls` in its unit
+/// bag); the leader moves the cluster between them one member at a time
+/// (crate::etcd_tls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// No TLS: http peers and clients.
+    Plain,
+    /// The certificate loaded: peers still http (but its own connections
+    /// can reach https peers), clients on http and https on one port.
+    Loaded,
+    /// https peers, https-only clients.
+    On,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Plain => "",
+            Level::Loaded => "loaded",
+            Level::On => "on",
+        }
+    }
+
+    /// Unset (and anything unknown) is plain: etcd started before the
+    /// charm knew TLS.
+    pub fn parse(value: Option<&str>) -> Level {
+        match value.unwrap_or_default() {
+            "loaded" => Level::Loaded,
+            "on" => Level::On,
+            _ => Level::Plain,
+        }
+    }
+}
+
+/// etcd's own copy of the unit's certificate (`etcd-tls.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCopy {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+}
+
+impl TlsCopy {
+    pub const KEYS: [&'static str; 3] = ["etcd-tls.cert", "etcd-tls.key", "etcd-tls.ca"];
+
+    /// The snap keys that hold it.
+    pub fn snap_keys(copy: Option<&TlsCopy>) -> Vec<(String, Value)> {
+        let values = copy.map(|c| [c.cert.clone(), c.key.clone(), c.ca.clone()]);
+        Self::KEYS
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                let v = values.as_ref().map(|v| Value::from(v[i].clone()));
+                (k.to_string(), v.unwrap_or(Value::Null))
+            })
+            .collect()
+    }
+}
+
+/// The listener keys of a member at `level`: client listeners, advertised
+/// client URL, peer listener and advertised peer URL, with etcd's copy of
+/// the certificate (unset when plain) and the peer address check skipped
+/// (a peer's certificate must still come from the CA: units that share an
+/// address, as in the test model, would otherwise refuse each other).
+pub fn listener_keys(ip: &str, level: Level, copy: Option<&TlsCopy>) -> Vec<(String, Value)> {
+    let http = client_url(ip);
+    let https = with_scheme(&http, true);
+    let (listen, advertise) = match level {
+        Level::Plain => (http.clone(), http),
+        Level::Loaded => (format!("{http},{https}"), http),
+        Level::On => (https.clone(), https),
+    };
+    let peer = with_scheme(&peer_url(ip), level == Level::On);
+    let tls = level != Level::Plain;
+    let mut keys: Vec<(String, Value)> = [
+        ("etcd.listen-client-urls", listen),
+        ("etcd.advertise-client-urls", advertise),
+        ("etcd.listen-peer-urls", peer.clone()),
+        ("etcd.initial-advertise-peer-urls", peer),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), Value::from(v)))
+    .collect();
+    keys.push((
+        "etcd.peer-skip-client-san-verification".into(),
+        if tls { Value::Bool(true) } else { Value::Null },
+    ));
+    keys.extend(TlsCopy::snap_keys(copy.filter(|_| tls)));
+    keys
+}
+
+/// `etcd.initial-cluster` with `name`'s URL replaced by `peer_url` (etcd
+/// ignores the value once it has data; the snap checks that it names the
+/// member's advertised peer URL).
+pub fn with_own_peer_url(initial_cluster: &str, name: &str, peer_url: &str) -> String {
+    let mut found = false;
+    let mut items: Vec<String> = initial_cluster
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|item| match item.split_once('=') {
+            Some((n, _)) if n == name => {
+                found = true;
+                format!("{n}={peer_url}")
+            }
+            _ => item.to_string(),
+        })
+        .collect();
+    if !found {
+        items.push(format!("{name}={peer_url}"));
+    }
+    items.join(",")
+}
+
 /// A URL's `host:port`, without its scheme and a trailing `/`.
 fn address(url: &str) -> &str {
     let rest = url
@@ -128,6 +252,29 @@ pub fn member_remove_args(endpoints: &[String], id: u64) -> Vec<String> {
     a
 }
 
+/// `etcdctl member update ID --peer-urls=URL`: the member's peer URL moves
+/// (etcd over TLS, on or off).
+pub fn member_update_args(endpoints: &[String], id: u64, peer_url: &str) -> Vec<String> {
+    let mut a = base(endpoints);
+    a.extend([
+        "member".to_string(),
+        "update".to_string(),
+        format!("{id:x}"),
+        format!("--peer-urls={peer_url}"),
+    ]);
+    a
+}
+
+/// `etcdctl endpoint health` of one endpoint.
+pub fn endpoint_health_args(endpoint: &str) -> Vec<String> {
+    vec![
+        format!("--endpoints={endpoint}"),
+        "--command-timeout=3s".to_string(),
+        "endpoint".to_string(),
+        "health".to_string(),
+    ]
+}
+
 /// etcd refuses to promote a learner that has not caught up yet: not a
 /// failure, the next hook tries again.
 pub fn is_not_caught_up(stderr: &str) -> bool {
@@ -143,6 +290,8 @@ pub fn bootstrap_keys(
     ip: &str,
     members: &[EtcdEntry],
     token: &str,
+    level: Level,
+    copy: Option<&TlsCopy>,
 ) -> Vec<(String, Value)> {
     let initial_cluster = members
         .iter()
@@ -154,18 +303,16 @@ pub fn bootstrap_keys(
         ("etcd.initial-cluster", initial_cluster),
         ("etcd.initial-cluster-state", me.initial_state.clone()),
         ("etcd.initial-cluster-token", token.to_string()),
-        // The unit's address only: clients (pgpilot, etcdctl, the charm)
-        // are given it, and a loopback listener would collide where units
-        // share one loopback (LXD containers do not, the test model does).
-        ("etcd.listen-client-urls", client_url(ip)),
-        ("etcd.advertise-client-urls", client_url(ip)),
-        ("etcd.listen-peer-urls", peer_url(ip)),
-        ("etcd.initial-advertise-peer-urls", peer_url(ip)),
     ];
-    pairs
+    let mut keys: Vec<(String, Value)> = pairs
         .into_iter()
         .map(|(k, v)| (k.to_string(), Value::from(v)))
-        .collect()
+        .collect();
+    // The unit's address only: clients (pgpilot, etcdctl, the charm) are
+    // given it, and a loopback listener would collide where units share
+    // one loopback (LXD containers do not, the test model does).
+    keys.extend(listener_keys(ip, level, copy));
+    keys
 }
 
 #[cfg(test)]
@@ -244,7 +391,14 @@ mod tests {
             initial_state: state.into(),
         };
         let members = vec![entry(0, "new"), entry(1, "existing")];
-        let keys = bootstrap_keys(&members[1], "10.0.0.2", &members, "dev-postgresql");
+        let keys = bootstrap_keys(
+            &members[1],
+            "10.0.0.2",
+            &members,
+            "dev-postgresql",
+            Level::Plain,
+            None,
+        );
         let get = |k: &str| {
             keys.iter()
                 .find(|(key, _)| key == k)
@@ -258,5 +412,78 @@ mod tests {
         assert_eq!(get("etcd.initial-cluster-state"), "existing");
         assert_eq!(get("etcd.name"), "postgresql-1");
         assert_eq!(get("etcd.listen-client-urls"), "http://10.0.0.2:2379");
+        assert!(keys
+            .iter()
+            .filter(|(k, _)| k.starts_with("etcd-tls.") || k.contains("skip"))
+            .all(|(_, v)| v.is_null()));
+    }
+
+    /// The three levels' listeners: loaded serves clients on http and
+    /// https on one port, peers stay http; on is https only.
+    #[test]
+    fn listener_keys_by_level() {
+        let copy = TlsCopy {
+            cert: "C".into(),
+            key: "K".into(),
+            ca: "A".into(),
+        };
+        let get = |level: Level, key: &str| {
+            listener_keys("10.0.0.2", level, Some(&copy))
+                .into_iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v)
+                .unwrap()
+        };
+        let rows = [
+            (
+                Level::Plain,
+                "http://10.0.0.2:2379",
+                "http://10.0.0.2:2379",
+                "http://10.0.0.2:2380",
+            ),
+            (
+                Level::Loaded,
+                "http://10.0.0.2:2379,https://10.0.0.2:2379",
+                "http://10.0.0.2:2379",
+                "http://10.0.0.2:2380",
+            ),
+            (
+                Level::On,
+                "https://10.0.0.2:2379",
+                "https://10.0.0.2:2379",
+                "https://10.0.0.2:2380",
+            ),
+        ];
+        for (level, listen, advertise, peer) in rows {
+            assert_eq!(get(level, "etcd.listen-client-urls"), listen, "{level:?}");
+            assert_eq!(get(level, "etcd.advertise-client-urls"), advertise);
+            assert_eq!(get(level, "etcd.listen-peer-urls"), peer);
+            assert_eq!(get(level, "etcd.initial-advertise-peer-urls"), peer);
+            let tls = level != Level::Plain;
+            assert_eq!(get(level, "etcd-tls.key").as_str() == Some("K"), tls);
+            assert_eq!(
+                get(level, "etcd.peer-skip-client-san-verification").as_bool(),
+                tls.then_some(true)
+            );
+            assert_eq!(Level::parse(Some(level.as_str())), level);
+        }
+        assert_eq!(Level::parse(Some("junk")), Level::Plain);
+        assert_eq!(
+            with_own_peer_url("a=http://1:2380,b=http://2:2380", "b", "https://2:2380"),
+            "a=http://1:2380,b=https://2:2380"
+        );
+        assert_eq!(
+            with_own_peer_url("a=http://1:2380", "b", "https://2:2380"),
+            "a=http://1:2380,b=https://2:2380"
+        );
+        assert_eq!(
+            with_scheme("http://10.0.0.1:2379/", true),
+            "https://10.0.0.1:2379"
+        );
+        assert!(
+            member_update_args(&["https://1:2379".into()], 255, "https://1:2380")
+                .join(" ")
+                .ends_with("member update ff --peer-urls=https://1:2380")
+        );
     }
 }

@@ -32,6 +32,7 @@ pub mod cos;
 pub mod dispatch;
 pub mod etcd;
 pub mod etcd_client;
+pub mod etcd_tls;
 pub mod extensions;
 pub mod host;
 pub mod observe;

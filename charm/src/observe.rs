@@ -487,7 +487,9 @@ fn observe_etcd(o: &Observed, snap: &dyn SnapDriver) -> Option<Vec<EtcdMember>> 
     }
     let endpoints = etcd_endpoints(o);
     let own = o.address.as_deref().map(etcd::client_url);
-    let local_only = endpoints.iter().all(|e| Some(e) == own.as_ref());
+    let local_only = endpoints
+        .iter()
+        .all(|e| own.as_ref().is_some_and(|own| etcd::same_address(e, own)));
     if endpoints.is_empty() || (local_only && !o.service_active(SERVICE_ETCD)) {
         return None;
     }

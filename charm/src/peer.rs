@@ -9,6 +9,8 @@
 //! | `etcd-members` | JSON list of [`EtcdEntry`]: the units admitted to etcd, in admission order |
 //! | `restart-granted` | member name allowed to restart now (rolling restarts, replicas first) |
 //! | `extensions` | JSON list of the plugin options' extensions every database was last seen to agree with |
+//! | `etcd-tls` | the stage of the units' etcd over TLS ([`crate::etcd_tls::Stage`]; empty: off) |
+//! | `etcd-tls-restart` | member name allowed to restart its etcd now (one at a time) |
 //!
 //! Unit bag (each unit writes its own):
 //!
@@ -24,6 +26,8 @@
 //! | `departing` | `true` once it knows it leaves: its hooks only tear down from then on |
 //! | `tls-secret` | URI of its unit-owned secret holding its TLS private key |
 //! | `tls-requested` | what its certificate request on `certificates` asks for ([`crate::tls::Wanted::fingerprint`]) |
+//! | `tls-ready` | `true` while its certificate is in force (the snap holds `tls.*`) |
+//! | `etcd-tls` | the level its etcd runs at ([`crate::etcd::Level`]; empty: plain), written once its etcd is healthy at it |
 
 use std::collections::BTreeMap;
 
@@ -33,6 +37,8 @@ pub const APP_SECRET_ID: &str = "internal-secret";
 pub const APP_ETCD_MEMBERS: &str = "etcd-members";
 pub const APP_RESTART_GRANTED: &str = "restart-granted";
 pub const APP_EXTENSIONS: &str = "extensions";
+pub const APP_ETCD_TLS: &str = "etcd-tls";
+pub const APP_ETCD_TLS_RESTART: &str = "etcd-tls-restart";
 
 pub const UNIT_IP: &str = "ip";
 pub const UNIT_MEMBER: &str = "member";
@@ -44,6 +50,8 @@ pub const UNIT_CONFIG_APPLIED: &str = "config-applied";
 pub const UNIT_DEPARTING: &str = "departing";
 pub const UNIT_TLS_SECRET: &str = "tls-secret";
 pub const UNIT_TLS_REQUESTED: &str = "tls-requested";
+pub const UNIT_TLS_READY: &str = "tls-ready";
+pub const UNIT_ETCD_TLS: &str = "etcd-tls";
 /// The member's role and state as its pgpilot reports them (`leader
 /// running`, `replica streaming`, `replica starting`): a change reaches the
 /// leader as relation-changed, so a restart rolls on as soon as a member

@@ -85,6 +85,19 @@ pub enum Step {
         name: String,
         endpoints: Vec<String>,
     },
+    /// etcdctl member update: the member's peer URL moves (TLS on or off).
+    EtcdUpdatePeer {
+        id: u64,
+        name: String,
+        peer_url: String,
+        endpoints: Vec<String>,
+    },
+    /// Wait (a minute at most) until the etcd at `endpoint` answers
+    /// `endpoint health`; not yet: the plan stops quietly, so what follows
+    /// (the level recorded in the unit bag) waits for a later hook.
+    EtcdWaitHealthy {
+        endpoint: String,
+    },
     /// `snap set charmed-postgresql k=v ...` (one transaction).
     SnapSet(Vec<(String, Value)>),
     StartServices(Vec<String>),

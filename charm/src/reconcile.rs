@@ -53,6 +53,7 @@ mod backup;
 mod client;
 mod cos;
 mod etcd_client;
+mod etcd_tls;
 mod extensions;
 mod membership;
 mod rolling;
@@ -121,6 +122,9 @@ pub(crate) struct Reconciler<'a> {
     app_flushed: BTreeMap<String, String>,
     /// The leader's application status.
     app_status: Option<Status>,
+    /// The `tls.*` snap keys this plan leaves in force (step 4): etcd's
+    /// copy follows them in the same hook.
+    tls_desired: Vec<(String, Value)>,
 }
 
 impl<'a> Reconciler<'a> {
@@ -143,6 +147,7 @@ impl<'a> Reconciler<'a> {
             app_flushed: app_bag.clone(),
             app_bag,
             app_status: None,
+            tls_desired: Vec::new(),
         }
     }
 
@@ -267,6 +272,12 @@ impl<'a> Reconciler<'a> {
             Err(status) => return status,
         };
 
+        // The unit's certificate (reconcile/tls.rs): what is in force after
+        // this hook, for PostgreSQL and the API (step 7) and etcd (5-6).
+        self.tls_desired = self.tls_keys(&ip);
+        let tls_ready = self.tls_desired.iter().all(|(_, v)| !v.is_null());
+        self.set_unit(peer::UNIT_TLS_READY, if tls_ready { "true" } else { "" });
+
         // 5-6. etcd: the units' own, or an external one (reconcile/etcd_client.rs).
         let cluster_etcd = match self.cluster_etcd(&ip) {
             Ok(c) => c,
@@ -277,10 +288,13 @@ impl<'a> Reconciler<'a> {
         // 7. pgpilot.
         let mut desired = pgpilot_keys(&o.app, &me, &ip, members, &passwords, &cfg);
         desired.extend(callback_keys(o.host.wake_command.as_deref()));
+        if cluster_etcd.external.is_none() {
+            desired.extend(self.etcd_tls_dcs_keys(members));
+        }
         cluster_etcd.override_keys(&mut desired);
         let (backup_keys, backup_fingerprint) = self.s3_keys();
         desired.extend(backup_keys);
-        desired.extend(self.tls_keys(&ip));
+        desired.extend(self.tls_desired.clone());
         let mut diff = snap_diff(&o.snap_config, &desired);
         let fingerprint = config_fingerprint(members, &o.config) + &backup_fingerprint;
         let pgpilot_active = o.service_active(SERVICE_PGPILOT);

@@ -237,7 +237,14 @@ pub(super) fn settled(units: usize, me: usize) -> Observed {
     let mut doc = json!({});
     set_doc(
         &mut doc,
-        &etcd::bootstrap_keys(&members[me], &ip(me), &members, "dev-postgresql"),
+        &etcd::bootstrap_keys(
+            &members[me],
+            &ip(me),
+            &members,
+            "dev-postgresql",
+            etcd::Level::Plain,
+            None,
+        ),
     );
     set_doc(
         &mut doc,
@@ -301,7 +308,14 @@ fn joining(admitted: usize, units: usize, me: usize) -> Observed {
         let mut doc = json!({});
         set_doc(
             &mut doc,
-            &etcd::bootstrap_keys(&members[0], &ip(0), &members, "dev-postgresql"),
+            &etcd::bootstrap_keys(
+                &members[0],
+                &ip(0),
+                &members,
+                "dev-postgresql",
+                etcd::Level::Plain,
+                None,
+            ),
         );
         set_doc(
             &mut doc,

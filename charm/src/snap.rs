@@ -176,6 +176,7 @@ pub fn is_secret_key(key: &str) -> bool {
         || key.contains("secret")
         || key.starts_with("tls.")
         || key.starts_with("dcs-tls.")
+        || key.starts_with("etcd-tls.")
 }
 
 pub mod argv {

@@ -18,6 +18,7 @@ use super::Reconciler;
 use crate::actions::RESTORING;
 use crate::backup::{self as b, APP_RESTORE_FAILED, APP_RESTORING, APP_S3_CHECKED, APP_S3_STATUS};
 use crate::context::S3_ENDPOINT;
+use crate::observe::Observed;
 use crate::plan::Step;
 use crate::relation::bag_changes;
 use crate::s3::{self, S3Settings};
@@ -26,6 +27,15 @@ use crate::tools::LogLevel;
 
 /// pgpilot's member state after a bootstrap (here: the restore) failed.
 const BOOTSTRAP_FAILED: &str = "initdb failed";
+
+/// The part of the configuration fingerprint the S3 settings make (empty
+/// without them): every pgpilot runs with the same repository.
+pub(super) fn s3_fingerprint(o: &Observed) -> String {
+    b::settings(o)
+        .ready()
+        .map(|p| format!("-s3-{}", b::fingerprint(o, p)))
+        .unwrap_or_default()
+}
 
 impl Reconciler<'_> {
     /// The relation's side the leader writes; the `pgpilot.backup.*` keys
@@ -50,11 +60,7 @@ impl Reconciler<'_> {
                 self.set_app(APP_S3_STATUS, "");
             }
         }
-        let suffix = settings
-            .ready()
-            .map(|p| format!("-s3-{}", b::fingerprint(o, p)))
-            .unwrap_or_default();
-        (b::desired_keys(o, &settings), suffix)
+        (b::desired_keys(o, &settings), s3_fingerprint(o))
     }
 
     /// The unit's status with backups considered: a restore's progress,

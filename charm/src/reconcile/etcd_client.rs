@@ -178,13 +178,16 @@ impl Reconciler<'_> {
         let o = self.o;
         let me = o.member();
         let members = self.manage_etcd(ip);
+        let members = self.etcd_tls_leader(members);
         let Some(my_entry) = members.iter().find(|m| m.name == me).cloned() else {
             return Err(Status::waiting(msg::AWAITING_ETCD_ADMISSION));
         };
         if !o.service_active(SERVICE_ETCD) {
             if self.unit_value(peer::UNIT_ETCD_STARTED) != Some("true") {
+                let (level, copy) = self.etcd_tls_start(&my_entry)?;
                 let token = format!("{}-{}", o.model, o.app);
-                let keys = etcd::bootstrap_keys(&my_entry, ip, &members, &token);
+                let keys =
+                    etcd::bootstrap_keys(&my_entry, ip, &members, &token, level, copy.as_ref());
                 let diff = snap_diff(&o.snap_config, &keys);
                 if !diff.is_empty() {
                     self.plan.push(Step::SnapSet(diff));
@@ -192,6 +195,8 @@ impl Reconciler<'_> {
             }
             self.plan
                 .push(Step::StartServices(vec![SERVICE_ETCD.to_string()]));
+        } else {
+            self.etcd_tls_unit(&my_entry, ip);
         }
         self.set_unit(peer::UNIT_ETCD_STARTED, "true");
         self.flush_unit();

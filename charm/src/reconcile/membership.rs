@@ -53,6 +53,7 @@ impl Reconciler<'_> {
             return members;
         };
         let endpoints = peer::voter_client_urls(&members);
+        let clients_https = self.etcd_tls_clients_https();
         let units: BTreeSet<&str> = peer.units().into_iter().collect();
         let departing = o.event.departing_unit();
         let find = |url: &str| {
@@ -143,11 +144,12 @@ impl Reconciler<'_> {
             match owner {
                 Some(unit) => {
                     let unit_ip = peer.unit(unit, peer::UNIT_IP).unwrap_or_default();
+                    let peer_https = m.peer_urls.iter().any(|u| etcd::is_https(u));
                     members.push(EtcdEntry {
                         name: member_name(unit),
                         unit: unit.to_string(),
-                        peer_url: etcd::peer_url(unit_ip),
-                        client_url: etcd::client_url(unit_ip),
+                        peer_url: etcd::with_scheme(&etcd::peer_url(unit_ip), peer_https),
+                        client_url: etcd::with_scheme(&etcd::client_url(unit_ip), clients_https),
                         learner: m.is_learner,
                         initial_state: "existing".into(),
                     });
@@ -166,7 +168,8 @@ impl Reconciler<'_> {
         self.set_app(peer::APP_ETCD_MEMBERS, peer::encode_members(&members));
         self.flush_app();
 
-        // Admit the next unit, one learner at a time.
+        // Admit the next unit, one learner at a time (and with etcd over
+        // TLS only at rest: plain in `off`, https in `on`).
         if !members.iter().any(|m| m.learner) {
             let admitted: BTreeSet<&str> = members.iter().map(|m| m.unit.as_str()).collect();
             let next = units.iter().copied().find(|u| {
@@ -175,13 +178,20 @@ impl Reconciler<'_> {
                     && !admitted.contains(u)
                     && peer.unit(u, peer::UNIT_IP).is_some()
             });
-            if let Some(unit) = next {
+            let admission = next.map(|u| (u, self.etcd_tls_admission(&members, u)));
+            if let Some((unit, None)) = admission {
+                self.plan.log(
+                    LogLevel::Info,
+                    format!("{unit} joins etcd once etcd over TLS is at rest (and the unit has its certificate)"),
+                );
+            }
+            if let Some((unit, Some(peer_https))) = admission {
                 let unit_ip = peer.unit(unit, peer::UNIT_IP).unwrap_or_default();
                 let entry = EtcdEntry {
                     name: member_name(unit),
                     unit: unit.to_string(),
-                    peer_url: etcd::peer_url(unit_ip),
-                    client_url: etcd::client_url(unit_ip),
+                    peer_url: etcd::with_scheme(&etcd::peer_url(unit_ip), peer_https),
+                    client_url: etcd::with_scheme(&etcd::client_url(unit_ip), clients_https),
                     learner: true,
                     initial_state: "existing".into(),
                 };

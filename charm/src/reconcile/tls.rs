@@ -98,7 +98,10 @@ impl Reconciler<'_> {
 }
 
 /// The `certificates` relation in force: not the one being broken.
-fn current_relation<'a>(relations: &'a [RelationView], event: &Event) -> Option<&'a RelationView> {
+pub(super) fn current_relation<'a>(
+    relations: &'a [RelationView],
+    event: &Event,
+) -> Option<&'a RelationView> {
     relations.iter().find(|r| {
         !matches!(event, Event::Relation { endpoint, kind: RelationKind::Broken, relation_id, .. }
             if endpoint == CERTIFICATES_ENDPOINT && *relation_id == r.id)

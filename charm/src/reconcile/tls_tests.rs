@@ -191,8 +191,8 @@ fn the_request_and_the_certificate_in_force() {
                 broken.clone(),
             ),
             vec![
-                "snap set tls.cert! tls.key! tls.ca!".into(),
                 "tls-requested=".into(),
+                "snap set tls.cert! tls.key! tls.ca!".into(),
             ],
         ),
         ("no relation and TLS off: nothing", settled(3, 1), vec![]),
