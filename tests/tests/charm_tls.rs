@@ -4,7 +4,10 @@
 //! openssl CLI. It reads each unit's request from its unit bag, signs it,
 //! and answers in the v4 library's format; then PostgreSQL and the REST
 //! API serve TLS that verifies against that CA, a renewal is taken without
-//! a restart, and removing the relation turns TLS off again.
+//! a restart, and removing the relation turns TLS off again. The units'
+//! etcd follows: its peer and client traffic moves to https one member at
+//! a time (pgpilot to https endpoints), a renewal is taken without an etcd
+//! restart, and it goes back to http when the relation goes.
 //! Net 127.0.13.
 
 use std::path::{Path, PathBuf};
@@ -299,6 +302,95 @@ fn postmaster_pid(d: &Deployment, unit: &str) -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
+/// etcd's member list through its https gateway, verified by the CA:
+/// (name, peer URLs, client URLs) per member.
+fn etcd_members(host: &str, ca: &Path) -> anyhow::Result<Vec<(String, Vec<String>, Vec<String>)>> {
+    let out = curl(&[
+        "--cacert",
+        &ca.display().to_string(),
+        "-X",
+        "POST",
+        "-d",
+        "{}",
+        &format!("https://{host}:2379/v3/cluster/member/list"),
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    let urls = |m: &Value, key: &str| -> Vec<String> {
+        m[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|u| u.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Ok(list["members"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|m| {
+                    let name = m["name"].as_str().unwrap_or_default().to_string();
+                    (name, urls(m, "peerURLs"), urls(m, "clientURLs"))
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The etcd endpoints in a unit's member file (`[dcs] endpoints = [...]`).
+fn pgpilot_dcs_endpoints(d: &Deployment, unit: &str) -> anyhow::Result<String> {
+    let m = d.machine(unit).expect("machine");
+    let file = std::fs::read_to_string(m.data_dir().join("etc/pgpilot/pgpilot.toml"))?;
+    file.lines()
+        .find(|l| l.trim_start().starts_with("endpoints"))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("{unit}: no endpoints in the member file"))
+}
+
+/// Every unit's etcd on TLS: three members with https peer and client
+/// URLs, plain http refused on 2379, pgpilot's endpoints https; etcd's
+/// copy of the key 0600 and the daemon user's.
+fn etcd_on_tls(d: &Deployment, ca: &Path) -> anyhow::Result<()> {
+    for unit in d.units() {
+        let host = d.address(&unit);
+        d.wait_for(&format!("etcd over TLS on {unit}"), DEPLOY, |d| {
+            let members = etcd_members(&host, ca)?;
+            anyhow::ensure!(members.len() == 3, "{members:?}");
+            for (name, peers, clients) in &members {
+                anyhow::ensure!(
+                    !peers.is_empty()
+                        && !clients.is_empty()
+                        && peers
+                            .iter()
+                            .chain(clients)
+                            .all(|u| u.starts_with("https://")),
+                    "{name}: {peers:?} {clients:?}"
+                );
+            }
+            anyhow::ensure!(
+                curl(&[&format!("http://{host}:2379/health")]).is_err(),
+                "plain http still served on {host}:2379"
+            );
+            let endpoints = pgpilot_dcs_endpoints(d, &unit)?;
+            anyhow::ensure!(
+                endpoints.contains("https://") && !endpoints.contains("http://"),
+                "{endpoints}"
+            );
+            Ok(())
+        })?;
+        let m = d.machine(&unit).expect("machine");
+        let key = std::fs::metadata(m.data_dir().join("etc/etcd/key.pem"))?;
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(
+            (key.mode() & 0o777, key.uid()),
+            (0o600, DAEMON_UID),
+            "{unit}"
+        );
+    }
+    Ok(())
+}
+
 /// Three active units, one Primary; pgpilot sees a leader and two
 /// streaming replicas.
 fn healthy(d: &Deployment) -> anyhow::Result<()> {
@@ -388,16 +480,31 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
     eprintln!("TLS on everywhere in {:?}", t.elapsed());
     healthy(&d)?;
 
+    // The units' etcd follows, one member at a time: certificate loaded,
+    // pgpilot to https endpoints, then https peers and https-only clients.
+    let t = Instant::now();
+    etcd_on_tls(&d, &ca.cert)?;
+    for (unit, _, _, serial) in &serials {
+        let host = d.address(unit);
+        assert_eq!(
+            &served_serial(&host, 2379, None, &ca.cert)?,
+            serial,
+            "{unit}"
+        );
+    }
+    healthy(&d)?;
+    eprintln!("etcd over TLS in {:?}", t.elapsed());
+
     // Renewal: the same requests signed again (new serials), served after a
     // reload: the postmasters and pgpilots keep their pids.
     let t = Instant::now();
-    let before: Vec<(String, String, Option<i32>)> = d
+    let before: Vec<(String, String, Option<i32>, Option<i32>)> = d
         .units()
         .into_iter()
         .map(|u| {
             let pid = postmaster_pid(&d, &u).unwrap_or_default();
-            let pgpilot = d.machine(&u).expect("machine").main_pid("pgpilot");
-            (u, pid, pgpilot)
+            let m = d.machine(&u).expect("machine");
+            (u, pid, m.main_pid("pgpilot"), m.main_pid("etcd"))
         })
         .collect();
     let renewed = answer(&d, rid, &mut ca, &reqs)?;
@@ -409,15 +516,21 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
             |_| {
                 let pg = served_serial(&host, 5432, Some("postgres"), &ca.cert)?;
                 let api = served_serial(&host, 8008, None, &ca.cert)?;
+                let etcd = served_serial(&host, 2379, None, &ca.cert)?;
                 anyhow::ensure!(
-                    pg == *serial && api == *serial,
-                    "served {pg} and {api}, want {serial}"
+                    pg == *serial && api == *serial && etcd == *serial,
+                    "served {pg}, {api} and {etcd}, want {serial}"
                 );
                 Ok(())
             },
         )?;
     }
-    for (unit, pid, pgpilot) in &before {
+    for (unit, pid, pgpilot, etcd) in &before {
+        assert_eq!(
+            &d.machine(unit).expect("machine").main_pid("etcd"),
+            etcd,
+            "{unit}: etcd restarted for a renewal"
+        );
         assert_eq!(
             &postmaster_pid(&d, unit)?,
             pid,
@@ -459,7 +572,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
             Ok(())
         },
     )?;
-    let (_, pid, _) = &before[1];
+    let (_, pid, _, _) = &before[1];
     assert_eq!(
         &postmaster_pid(&d, &unit)?,
         pid,
@@ -558,6 +671,31 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
             !m.data_dir().join("etc/tls/key.pem").exists(),
             "{unit}: key left"
         );
+    }
+    // etcd back on http, one member at a time, its copy of the key gone.
+    for unit in d.units() {
+        let host = d.address(&unit);
+        d.wait_for(&format!("etcd plain on {unit}"), DEPLOY, |d| {
+            let out = curl(&[
+                "-X",
+                "POST",
+                "-d",
+                "{}",
+                &format!("http://{host}:2379/v3/cluster/member/list"),
+            ])?;
+            anyhow::ensure!(
+                out.matches("http://").count() == 6 && !out.contains("https://"),
+                "{out}"
+            );
+            let endpoints = pgpilot_dcs_endpoints(d, &unit)?;
+            anyhow::ensure!(!endpoints.contains("https://"), "{endpoints}");
+            let m = d.machine(&unit).expect("machine");
+            anyhow::ensure!(
+                !m.data_dir().join("etc/etcd/key.pem").exists(),
+                "etcd's copy of the key left"
+            );
+            Ok(())
+        })?;
     }
     healthy(&d)?;
     eprintln!(

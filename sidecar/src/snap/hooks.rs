@@ -169,6 +169,10 @@ pub fn configure() -> Result<(), String> {
     let mut tls_changed = false;
     // TLS turned off: its files go last, once nothing in force names them.
     let mut tls_removed = Vec::new();
+    // etcd re-reads its certificate and key at each TLS handshake: a
+    // renewal alone (not the CA, not the configuration) needs no restart.
+    let etcd_tls_paths = tls::TlsPaths::in_dir(&paths.etc("etcd"));
+    let read_per_handshake = [etcd_tls_paths.cert, etcd_tls_paths.key];
     for service in &rendered {
         let mut changed = false;
         if service.app == TLS_FILES {
@@ -196,6 +200,13 @@ pub fn configure() -> Result<(), String> {
             match content {
                 Some(text) => files::write_atomic(path, text.as_bytes(), DAEMON_UID)?,
                 None => files::remove(path)?,
+            }
+            if content.is_some() && old.is_some() && read_per_handshake.contains(path) {
+                println!(
+                    "{}: etcd takes it at its next TLS handshake",
+                    path.display()
+                );
+                continue;
             }
             changed = true;
             if *path == paths.member_file() {
