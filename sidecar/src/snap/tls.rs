@@ -224,7 +224,7 @@ pub fn check_parameters(root: &Map<String, Value>) -> Result<(), SnapError> {
         .get("postgresql")
         .and_then(|p| p.get("parameters"))
         .and_then(Value::as_object);
-    for name in crate::postgres::conf::TLS_PARAMETERS {
+    for name in crate::config::managed::TLS_PARAMETERS {
         if parameters.is_some_and(|p| p.contains_key(name)) {
             return Err(SnapError::new(
                 super::member::snap_key(&format!("postgresql.parameters.{name}")),
