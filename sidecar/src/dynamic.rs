@@ -173,7 +173,7 @@ impl DynamicConfig {
             ));
         }
         for name in self.postgresql.parameters.keys() {
-            if let Some(owner) = crate::postgres::conf::managed_parameter(name) {
+            if let Some(owner) = crate::config::managed::managed_parameter(name) {
                 return Err(Invalid::new(
                     key(&format!("postgresql.parameters.{name}")),
                     format!("is set by pgpilot from {owner}"),

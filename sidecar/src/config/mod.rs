@@ -14,6 +14,8 @@ use crate::dynamic::DynamicConfig;
 
 pub mod backup;
 mod callbacks;
+pub mod managed;
+pub mod metrics;
 pub mod live;
 pub mod reload;
 pub use callbacks::{split_words, CallbacksSection, CommandLine};
@@ -108,7 +110,7 @@ pub struct Config {
     pub log: LogSection,
     /// `GET /metrics`: the monitoring connection and its limits.
     #[serde(default)]
-    pub metrics: crate::metrics::MetricsSection,
+    pub metrics: metrics::MetricsSection,
     /// The backup repository and WAL archiving; absent: no archiving.
     #[serde(default)]
     pub backup: Option<backup::BackupSection>,
@@ -632,8 +634,8 @@ impl Config {
         check_replica_methods(&pg.create_replica_methods, self.backup.is_some())?;
         pg.callbacks.validate()?;
         for name in pg.parameters.keys() {
-            let owner = crate::postgres::conf::managed_parameter(name).or_else(|| {
-                (pg.tls.is_some() && crate::postgres::conf::TLS_PARAMETERS.contains(&name.as_str()))
+            let owner = managed::managed_parameter(name).or_else(|| {
+                (pg.tls.is_some() && managed::TLS_PARAMETERS.contains(&name.as_str()))
                     .then_some("postgresql.tls")
             });
             if let Some(owner) = owner {
