@@ -466,9 +466,7 @@ fn edges() -> Vec<Edge> {
 /// Imports that still go the wrong way, as `from → to` module pairs, each
 /// to be removed with its import. An entry that no longer occurs fails the
 /// check too, so the list only shrinks.
-const NOT_YET_FIXED: &[&str] = &[
-    "config → backup::bootstrap",
-];
+const NOT_YET_FIXED: &[&str] = &[];
 
 fn layer_of<'a>(layers: &'a [Layer], module: &[String]) -> Option<(&'a Layer, Vec<String>)> {
     layers
@@ -600,7 +598,7 @@ fn components(graph: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>) -> Vec<Vec<V
 /// inside one layer; this prints the largest and keeps it from growing.
 #[test]
 fn largest_cycle_is_small() {
-    const CEILING: usize = 45;
+    const CEILING: usize = 3;
     let mut graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = source_files()
         .keys()
         .map(|m| (m.clone(), BTreeSet::new()))

@@ -62,10 +62,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::Config;
 use crate::repo::config::BackupSection;
+
 use crate::repo::identity::IdentityError;
 use crate::repo::layout::Layout;
 use crate::repo::retry::{RetryPolicy, Retrying};
 use crate::repo::{Storage, StorageError};
+
+/// Recovery target times are parsed with the rest of the target.
+pub use crate::config::target::parse_time;
 
 /// Exit codes of the backup commands. Stable; shared with `archive-push`
 /// and `archive-get` where the class is the same.
@@ -253,17 +257,6 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// (year, month, day) of a day count since 1970-01-01.
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -306,84 +299,10 @@ pub fn pg_time(micros: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}+00")
 }
 
-/// Parse a timestamp as PostgreSQL's recovery_target_time accepts it in
-/// its common forms: `YYYY-MM-DD[ T]HH:MM[:SS[.ffffff]][Z|±HH[[:]MM]]`, or
-/// an epoch in seconds (`@1767225600`). Returns epoch microseconds and
-/// whether the text named a time zone.
-pub fn parse_time(text: &str) -> Option<(i64, bool)> {
-    let t = text.trim();
-    if let Some(epoch) = t.strip_prefix('@') {
-        let secs: f64 = epoch.parse().ok()?;
-        return Some(((secs * 1e6) as i64, true));
-    }
-    let bytes = t.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let s = t.get(range)?;
-        s.bytes()
-            .all(|b| b.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    if bytes.len() < 16 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[13] != b':' {
-        return None;
-    }
-    if bytes[10] != b' ' && bytes[10] != b'T' {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)? as u32, num(8..10)? as u32);
-    let (hour, minute) = (num(11..13)?, num(14..16)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let mut rest = &t[16..];
-    let mut second = 0;
-    let mut micros = 0i64;
-    if let Some(r) = rest.strip_prefix(':') {
-        second = r.get(..2)?.parse::<i64>().ok().filter(|s| *s <= 60)?;
-        rest = &r[2..];
-        if let Some(r) = rest.strip_prefix('.') {
-            let digits: String = r.chars().take_while(|c| c.is_ascii_digit()).collect();
-            if digits.is_empty() {
-                return None;
-            }
-            let mut padded = digits.clone();
-            padded.truncate(6);
-            while padded.len() < 6 {
-                padded.push('0');
-            }
-            micros = padded.parse().ok()?;
-            rest = &r[digits.len()..];
-        }
-    }
-    let rest = rest.trim();
-    let (offset_secs, zoned) = if rest.is_empty() {
-        (0, false)
-    } else if rest == "Z" || rest.eq_ignore_ascii_case("UTC") {
-        (0, true)
-    } else {
-        let sign = match rest.as_bytes()[0] {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
-        };
-        let zone = rest[1..].replace(':', "");
-        let (h, m) = match zone.len() {
-            2 => (zone.parse::<i64>().ok()?, 0),
-            4 => (
-                zone[..2].parse::<i64>().ok()?,
-                zone[2..].parse::<i64>().ok()?,
-            ),
-            _ => return None,
-        };
-        (sign * (h * 3600 + m * 60), true)
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some((secs * 1_000_000 + micros, zoned))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::target::days_from_civil;
 
     #[test]
     fn times() {

@@ -35,8 +35,9 @@ use super::datadir::{self, dest_path, local, Prepared};
 use super::extract::{self, Problem};
 use super::manifest::{LoadError, Manifest};
 use super::progress::{self, Progress};
-use super::walrange::{format_lsn, parse_lsn};
+use super::walrange::format_lsn;
 use super::{code, BackupError, ConfigArg, Context, Result};
+pub use crate::config::target::{check_timeline, Target, TargetText};
 use crate::postgres::process::RunAs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,21 +94,6 @@ pub struct RestoreArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-/// The recovery target, validated.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Target {
-    /// Replay all the archived WAL.
-    End,
-    Immediate,
-    Time {
-        text: String,
-        micros: i64,
-    },
-    Lsn(u64),
-    Xid(u64),
-    Name(String),
-}
-
 /// How the restored directory is set up to start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartAs {
@@ -145,79 +131,6 @@ pub struct Restored {
     pub written: u64,
     pub kept: u64,
     pub elapsed: std::time::Duration,
-}
-
-/// The recovery target fields as text (command-line flags, or
-/// `[bootstrap_from]` keys); at most one may be set.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TargetText<'a> {
-    pub time: Option<&'a str>,
-    pub lsn: Option<&'a str>,
-    pub xid: Option<&'a str>,
-    pub name: Option<&'a str>,
-    pub immediate: bool,
-}
-
-impl Target {
-    /// Parse a target. The error names the field at fault (`time`, `lsn`,
-    /// `xid`, `name`; `` for "more than one") and says what is wrong.
-    pub fn parse(text: &TargetText) -> std::result::Result<Target, (&'static str, String)> {
-        let given = [
-            text.time.is_some(),
-            text.lsn.is_some(),
-            text.xid.is_some(),
-            text.name.is_some(),
-            text.immediate,
-        ];
-        if given.iter().filter(|g| **g).count() > 1 {
-            return Err((
-                "",
-                "set only one recovery target: a time, an LSN, an xid, a restore point name or                  immediate"
-                    .into(),
-            ));
-        }
-        if let Some(text) = text.time {
-            let (micros, zoned) = super::parse_time(text).ok_or_else(|| {
-                (
-                    "time",
-                    format!("{text:?} is not a time such as '2026-01-31 12:00:00+00'"),
-                )
-            })?;
-            if !zoned {
-                tracing::warn!(
-                    "target time {text:?} has no time zone: PostgreSQL reads it in its TimeZone \
-                     setting; pgpilot chose the backup reading it as UTC"
-                );
-            }
-            return Ok(Target::Time {
-                text: text.to_string(),
-                micros,
-            });
-        }
-        if let Some(text) = text.lsn {
-            return parse_lsn(text)
-                .map(Target::Lsn)
-                .ok_or_else(|| ("lsn", format!("{text:?} is not an LSN such as 0/3000028")));
-        }
-        if let Some(text) = text.xid {
-            return text
-                .trim()
-                .parse()
-                .map(Target::Xid)
-                .map_err(|_| ("xid", format!("{text:?} is not a transaction id")));
-        }
-        if let Some(name) = text.name {
-            if name.is_empty() {
-                return Err(("name", "must not be empty".into()));
-            }
-            return Ok(Target::Name(name.to_string()));
-        }
-        Ok(if text.immediate {
-            Target::Immediate
-        } else {
-            Target::End
-        })
-    }
 }
 
 impl RestoreArgs {
@@ -446,23 +359,6 @@ pub fn describe_target(target: &Target) -> String {
         Target::Lsn(lsn) => format!(" to LSN {}", format_lsn(*lsn)),
         Target::Xid(xid) => format!(" to transaction {xid}"),
         Target::Name(name) => format!(" to restore point {name:?}"),
-    }
-}
-
-/// A recovery_target_timeline value: `current`, `latest` or a timeline number.
-pub fn check_timeline(tl: &str) -> std::result::Result<(), String> {
-    let ok = tl == "current"
-        || tl == "latest"
-        || tl.parse::<u32>().is_ok_and(|n| n > 0)
-        || tl
-            .strip_prefix("0x")
-            .is_some_and(|h| u32::from_str_radix(h, 16).is_ok_and(|n| n > 0));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{tl:?} is not current, latest or a timeline number"
-        ))
     }
 }
 

@@ -7,19 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use crate::config::target::parse_lsn;
 use crate::repo::layout::{Layout, WalKind, WalName};
 use crate::repo::{Storage, StorageError};
-
-/// Parse `X/Y` (hex), PostgreSQL's text form of an LSN.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-        return None;
-    }
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    Some((hi << 32) | lo)
-}
 
 /// `X/Y`, as PostgreSQL prints an LSN.
 pub fn format_lsn(lsn: u64) -> String {
@@ -40,11 +30,15 @@ pub fn segment_name(timeline: u32, number: u64, segment_size: u64) -> String {
 /// (timeline, segment number) of a segment-like name (segment, `.partial`,
 /// `.backup`).
 pub fn parse_segment(name: &str, segment_size: u64) -> Option<(u32, u64)> {
-    let head = name.get(..24)?;
+    let head = name.get(..24).filter(|h| h.is_ascii())?;
+    if segment_size == 0 || segment_size > 0x1_0000_0000 {
+        return None;
+    }
     let timeline = u32::from_str_radix(&head[..8], 16).ok()?;
     let log = u64::from_str_radix(&head[8..16], 16).ok()?;
     let seg = u64::from_str_radix(&head[16..24], 16).ok()?;
-    (seg < per_log(segment_size)).then(|| (timeline, log * per_log(segment_size) + seg))
+    let number = log.checked_mul(per_log(segment_size))?.checked_add(seg)?;
+    (seg < per_log(segment_size)).then_some((timeline, number))
 }
 
 /// The segment holding the byte at `lsn`.

@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 use crate::dynamic::DynamicConfig;
 
 pub mod backup;
+pub mod bootstrap_from;
 mod callbacks;
 pub mod managed;
 pub mod metrics;
+pub mod target;
 pub mod live;
 pub mod reload;
 pub use callbacks::{split_words, CallbacksSection, CommandLine};
@@ -117,7 +119,7 @@ pub struct Config {
     /// How the member that bootstraps the cluster creates it: initdb, or a
     /// backup from the repository; absent: initdb.
     #[serde(default)]
-    pub bootstrap_from: Option<crate::backup::bootstrap::BootstrapFrom>,
+    pub bootstrap_from: Option<bootstrap_from::BootstrapFrom>,
     /// The file this configuration was read from (PostgreSQL's archive and
     /// restore commands point pgpilot back at it).
     #[serde(skip)]
@@ -716,10 +718,10 @@ impl Config {
     }
 
     /// The `[bootstrap_from]` section when it asks for a backup.
-    pub fn bootstrap_from_backup(&self) -> Option<&crate::backup::bootstrap::BootstrapFrom> {
+    pub fn bootstrap_from_backup(&self) -> Option<&bootstrap_from::BootstrapFrom> {
         self.bootstrap_from
             .as_ref()
-            .filter(|b| b.method == crate::backup::bootstrap::BootstrapMethod::Backup)
+            .filter(|b| b.method == bootstrap_from::BootstrapMethod::Backup)
     }
 
     /// The file set for the postmaster's output.
