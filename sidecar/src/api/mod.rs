@@ -12,6 +12,9 @@ pub mod security;
 pub mod switchover;
 pub mod tls;
 
+#[cfg(test)]
+mod proptests;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

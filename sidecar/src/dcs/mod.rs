@@ -158,7 +158,15 @@ pub fn view_from_entries<'a>(
             key: key.to_string(),
             message: e.to_string(),
         };
-        let text = std::str::from_utf8(value).map_err(|e| corrupt(&e))?;
+        let text = match std::str::from_utf8(value) {
+            Ok(text) => text,
+            // Another member's key, unreadable: skipped below like bad JSON.
+            Err(e) if key.starts_with(keys::MEMBERS) => {
+                tracing::warn!(key, error = %e, "ignoring a member key that is not UTF-8");
+                continue;
+            }
+            Err(e) => return Err(corrupt(&e)),
+        };
         match key {
             keys::INITIALIZE => view.initialize = Some(text.to_string()),
             keys::LEADER => {

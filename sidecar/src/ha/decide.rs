@@ -55,6 +55,9 @@ pub struct StoppedAs {
     pub timeline: u32,
     /// Latest checkpoint location.
     pub checkpoint_lsn: u64,
+    /// Not stopped cleanly: where its last WAL record on `timeline` starts
+    /// (read from its WAL), if that could be told.
+    pub last_record: Option<u64>,
 }
 
 /// Everything [`decide`] looks at, gathered by the loop in one go.
@@ -177,10 +180,20 @@ pub fn parse_schedule(text: &str) -> Option<u64> {
             let pos = t.rfind(['+', '-']).filter(|p| *p > 10)?;
             let (local, off) = t.split_at(pos);
             let sign = if off.starts_with('-') { -1 } else { 1 };
-            let (h, m) = off[1..]
-                .split_once(':')
-                .unwrap_or((&off[1..3.min(off.len())], &off[3.min(off.len())..]));
-            let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().unwrap_or(0) * 60;
+            // `+`/`-` are one byte; what follows may be anything (it comes
+            // from the failover key): split on characters, bound the numbers.
+            let rest = &off[1..];
+            let (h, m) = rest.split_once(':').unwrap_or_else(|| {
+                let at = rest.char_indices().nth(2).map_or(rest.len(), |(i, _)| i);
+                rest.split_at(at)
+            });
+            let h = h.parse::<i64>().ok().filter(|h| (0..24).contains(h))?;
+            let m = if m.is_empty() {
+                0
+            } else {
+                m.parse::<i64>().ok().filter(|m| (0..60).contains(m))?
+            };
+            let secs = h * 3600 + m * 60;
             (local, sign * secs)
         };
     let utc = humantime::parse_rfc3339_weak(local).ok()?;
@@ -373,7 +386,7 @@ fn decide_stopped(
                 "former primary: waiting for leader {leader} to publish its new timeline before rejoining"
             ));
         }
-        if stopped.was_primary && diverged(i, stopped, &leader) {
+        if stopped.was_primary && super::rejoin::diverged(stopped, &i.view.history) {
             if !i.dynamic.postgresql.use_pg_rewind {
                 return Decision::wait(format!(
                     "former primary diverged from leader {leader} and use_pg_rewind is off: \
@@ -405,22 +418,6 @@ fn decide_stopped(
         }],
         format!("starting PostgreSQL as a replica of {leader}"),
     )
-}
-
-/// Could this former primary hold WAL the leader's timeline does not have?
-/// Not if it stopped cleanly before the point where the leader's timeline
-/// branched off ours.
-fn diverged(i: &Inputs, stopped: &StoppedAs, _leader: &str) -> bool {
-    let switch_point = i
-        .view
-        .history
-        .iter()
-        .find(|h| h.0 == stopped.timeline)
-        .map(|h| h.1);
-    match switch_point {
-        Some(lsn) => !stopped.clean || stopped.checkpoint_lsn >= lsn,
-        None => true,
-    }
 }
 
 fn decide_running_primary(
