@@ -92,13 +92,16 @@ fn serve_one(shared: &Arc<Shared>, stream: UnixStream) -> anyhow::Result<()> {
 
 /// One line per machine command in `host.log` (post-mortem): the unit,
 /// the command (values of `snap set` keys holding secrets or TLS material
-/// hidden), the exit code and the first line of its error.
+/// — `tls.*`, `etcd-tls.*`, `dcs-tls.*`, `s3-tls.*` — hidden), the exit code and the first line of its error.
 fn log(shared: &Shared, unit: &str, tool: &str, args: &[String], reply: &Reply) {
     let shown: Vec<String> = args
         .iter()
         .map(|a| match a.split_once('=') {
             Some((k, _))
-                if k.contains("password") || k.contains("secret") || k.starts_with("tls.") =>
+                if k.contains("password")
+                    || k.contains("secret")
+                    || k.starts_with("tls.")
+                    || k.contains("-tls.") =>
             {
                 format!("{k}=<redacted>")
             }
