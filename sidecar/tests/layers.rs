@@ -290,6 +290,23 @@ fn expand(path: &str) -> Vec<String> {
     out
 }
 
+/// A `use` path without whitespace and without its renames
+/// (`a::{b as c, d}` → `a::{b,d}`).
+fn without_renames(raw: &str) -> String {
+    let mut out = String::new();
+    let mut words = raw.split_whitespace();
+    while let Some(word) = words.next() {
+        if word == "as" {
+            if let Some(alias) = words.next() {
+                out.push_str(alias.trim_start_matches(|c: char| c.is_alphanumeric() || c == '_'));
+            }
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// The inline modules (`mod tests { … }`) open at each byte offset, so that
 /// `super::` inside them resolves as rustc resolves it.
 fn inline_modules(code: &str) -> Vec<(usize, usize, String)> {
@@ -427,10 +444,7 @@ fn edges() -> Vec<Edge> {
             let Some(semi) = code[at..].find(';') else {
                 break;
             };
-            let body: String = code[at + 4..at + semi]
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect();
+            let body = without_renames(&code[at + 4..at + semi]);
             let body = body.trim_start_matches("::");
             for path in expand(body) {
                 let segs: Vec<&str> = path.split("::").filter(|s| !s.is_empty()).collect();
@@ -662,6 +676,11 @@ fn scanner_reads_groups_and_inline_modules() {
         ["crate::a::b", "crate::c::d", "crate::c::e", "crate::f"]
     );
     assert_eq!(expand("crate::a::{self,X}"), ["crate::a", "crate::a::X"]);
+    assert_eq!(without_renames("crate::ha as _"), "crate::ha");
+    assert_eq!(
+        without_renames("crate::{a as b, c::{d as e, f}}"),
+        "crate::{a,c::{d,f}}"
+    );
     let code = code_only(
         "// use crate::x;\nlet s = \"crate::y\"; let c = '\"'; mod tests { use super::z; }",
     );
@@ -669,4 +688,67 @@ fn scanner_reads_groups_and_inline_modules() {
     let spans = inline_modules(&code);
     assert_eq!(spans.len(), 1);
     assert_eq!(spans[0].2, "tests");
+}
+
+/// Comments and tests cite the safety invariants as "docs/design.md,
+/// invariant N": the file is in the repository and N is one of its
+/// numbered invariants.
+#[test]
+fn cited_invariants_exist() {
+    let design = std::fs::read_to_string(root().join("../docs/design.md")).unwrap();
+    let section = &design[design
+        .find("## Safety invariants")
+        .expect("docs/design.md has a Safety invariants section")..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |p| p + 3)];
+    let numbered: BTreeSet<u32> = section
+        .lines()
+        .filter_map(|l| {
+            l.split_once(". **")
+                .and_then(|(n, _)| n.trim().parse().ok())
+        })
+        .collect();
+    assert!(numbered.len() >= 7, "invariants found: {numbered:?}");
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs" || e == "md") {
+                out.push(path);
+            }
+        }
+    }
+    for dir in ["src", "../tests/src", "../tests/tests", "../docs"] {
+        walk(&root().join(dir), &mut files);
+    }
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("DESIGN.md") {
+                problems.push(format!(
+                    "{}:{}: cites DESIGN.md, which is not in the repository: cite docs/design.md",
+                    path.display(),
+                    n + 1
+                ));
+            }
+            for word in ["invariant ", "invariants "] {
+                for (at, _) in line.match_indices(word) {
+                    let tail = &line[at + word.len()..];
+                    let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(k) = digits.parse::<u32>() {
+                        if !numbered.contains(&k) {
+                            problems.push(format!(
+                                "{}:{}: cites invariant {k}, which docs/design.md does not number",
+                                path.display(),
+                                n + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -1,4 +1,4 @@
-//! Fault tests for the safety invariants of the leader lease (DESIGN.md,
+//! Fault tests for the safety invariants of the leader lease (docs/design.md,
 //! invariants 1, 2 and 6): node death, the leader cut off from etcd, the
 //! leader's sidecar killed alone, the leader's sidecar paused past the TTL.
 //!

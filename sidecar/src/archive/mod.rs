@@ -6,7 +6,7 @@
 //! restore_command = '/usr/bin/pgpilot archive-get --config /etc/pgpilot/pgpilot.toml %f "%p"'
 //! ```
 //!
-//! Contract with PostgreSQL (DESIGN.md, invariant 4): `archive-push` exits 0
+//! Contract with PostgreSQL (docs/design.md, invariant 4): `archive-push` exits 0
 //! only once the file is durably stored in the repository and checked there
 //! (or was already stored with the same content); on any doubt it exits
 //! non-zero, and PostgreSQL keeps the file and calls again later. It never

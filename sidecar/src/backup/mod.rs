@@ -24,7 +24,7 @@
 //! | [`walrange`] | WAL positions, segment names, timelines, what the archive holds |
 //! | [`session`] | SQL: pg_backup_start/stop, settings, pg_switch_wal |
 //!
-//! The guarantees (DESIGN.md, invariant 5): a backup is listed in the catalog
+//! The guarantees (docs/design.md, invariant 5): a backup is listed in the catalog
 //! only once its data, its manifest and the WAL from its start to its stop
 //! are in the repository; a restore writes every byte checked against the
 //! manifest's SHA-256 or refuses, and a refused restore leaves a data

@@ -1,7 +1,7 @@
 //! Table tests of [`decide`], one table per situation. The cluster side of
 //! each row is built through the in-memory store, with the same calls the
 //! loop makes, so the view is what a member would really read. Rows name the
-//! invariant of DESIGN.md they defend where there is one.
+//! invariant of docs/design.md they defend where there is one.
 
 use std::time::Duration;
 
