@@ -83,6 +83,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub target_exclusive: bool,
     /// recovery_target_timeline: `current`, `latest` or a number (`0x2` too).
+    /// Default: the newest archived timeline that runs through the backup's
+    /// end (as a bootstrap from a backup follows), not a branch that forked
+    /// off before it.
     #[arg(long)]
     pub target_timeline: Option<String>,
     /// Restore over an existing data directory: files whose SHA-256
@@ -167,16 +170,33 @@ impl RestoreArgs {
 pub fn main(args: RestoreArgs) -> i32 {
     let config = args.config.config.clone();
     super::run("restore", &config, async |context| {
-        let request = args.request(&context)?;
+        let mut request = args.request(&context)?;
+        if request.target_timeline.is_none() {
+            request.target_timeline = Some(default_timeline(&context, &request).await?.to_string());
+        }
         let restored = restore(&context, &request).await?;
         println!(
-            "restored backup {} into {}; start PostgreSQL to recover{}",
+            "restored backup {} into {}; start PostgreSQL to recover{} on timeline {}",
             restored.label,
             request.data_dir.display(),
-            describe_target(&request.target)
+            describe_target(&request.target),
+            request.target_timeline.as_deref().unwrap_or("latest")
         );
         Ok(code::OK)
     })
+}
+
+/// The timeline a restore follows when none is asked for, as a bootstrap
+/// from a backup chooses it: the newest archived timeline whose history
+/// runs through the backup's end. (PostgreSQL's own default, `latest`,
+/// follows the newest timeline even when it forked off before the backup
+/// ended, and recovery then refuses to start: "requested timeline is not a
+/// child of this server's history".)
+pub async fn default_timeline(context: &Context, request: &RestoreRequest) -> Result<u32> {
+    let catalog = super::take::load_catalog(context).await?;
+    let entry = choose(&catalog, &request.set, &request.target)?;
+    let lineage = super::lineage::Lineage::load(context, entry.wal_segment_size).await?;
+    Ok(lineage.newest_through(entry))
 }
 
 /// Choose the backup for `set` and `target`.
