@@ -9,6 +9,11 @@ use crate::peer::EtcdEntry;
 
 pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
+/// Clients over TLS get their own port: etcd 3.4 serving http and https on
+/// one port sends plain gRPC to its TLS server ("first record does not look
+/// like a TLS handshake"), so http (2379) and https (2378) are apart while
+/// both are served, and https stays on 2378.
+pub const CLIENT_TLS_PORT: u16 = 2378;
 
 pub fn client_url(ip: &str) -> String {
     format!("http://{ip}:{CLIENT_PORT}")
@@ -22,6 +27,28 @@ pub fn peer_url(ip: &str) -> String {
 pub fn with_scheme(url: &str, https: bool) -> String {
     let scheme = if https { "https" } else { "http" };
     format!("{scheme}://{}", address(url))
+}
+
+/// A URL's host (an IPv4 address or a name).
+fn host(url: &str) -> &str {
+    let a = address(url);
+    a.rsplit_once(':').map(|(h, _)| h).unwrap_or(a)
+}
+
+/// The client URL of the member at `url`'s host: `http://HOST:2379` or
+/// `https://HOST:2378`.
+pub fn client_url_as(url: &str, https: bool) -> String {
+    let h = host(url);
+    if https {
+        format!("https://{h}:{CLIENT_TLS_PORT}")
+    } else {
+        format!("http://{h}:{CLIENT_PORT}")
+    }
+}
+
+/// Whether two URLs name the same machine (any scheme, any port).
+pub fn same_host(a: &str, b: &str) -> bool {
+    host(a) == host(b)
 }
 
 pub fn is_https(url: &str) -> bool {
@@ -94,7 +121,7 @@ impl TlsCopy {
 /// address, as in the test model, would otherwise refuse each other).
 pub fn listener_keys(ip: &str, level: Level, copy: Option<&TlsCopy>) -> Vec<(String, Value)> {
     let http = client_url(ip);
-    let https = with_scheme(&http, true);
+    let https = client_url_as(&http, true);
     let (listen, advertise) = match level {
         Level::Plain => (http.clone(), http),
         Level::Loaded => (format!("{http},{https}"), http),
@@ -418,8 +445,8 @@ mod tests {
             .all(|(_, v)| v.is_null()));
     }
 
-    /// The three levels' listeners: loaded serves clients on http and
-    /// https on one port, peers stay http; on is https only.
+    /// The three levels' listeners: loaded serves clients on http (2379)
+    /// and https (2378), peers stay http; on is https only.
     #[test]
     fn listener_keys_by_level() {
         let copy = TlsCopy {
@@ -443,14 +470,14 @@ mod tests {
             ),
             (
                 Level::Loaded,
-                "http://10.0.0.2:2379,https://10.0.0.2:2379",
+                "http://10.0.0.2:2379,https://10.0.0.2:2378",
                 "http://10.0.0.2:2379",
                 "http://10.0.0.2:2380",
             ),
             (
                 Level::On,
-                "https://10.0.0.2:2379",
-                "https://10.0.0.2:2379",
+                "https://10.0.0.2:2378",
+                "https://10.0.0.2:2378",
                 "https://10.0.0.2:2380",
             ),
         ];
@@ -477,9 +504,19 @@ mod tests {
             "a=http://1:2380,b=https://2:2380"
         );
         assert_eq!(
-            with_scheme("http://10.0.0.1:2379/", true),
-            "https://10.0.0.1:2379"
+            with_scheme("http://10.0.0.1:2380/", true),
+            "https://10.0.0.1:2380"
         );
+        assert_eq!(
+            client_url_as("http://10.0.0.1:2379", true),
+            "https://10.0.0.1:2378"
+        );
+        assert_eq!(
+            client_url_as("https://10.0.0.1:2378/", false),
+            "http://10.0.0.1:2379"
+        );
+        assert!(same_host("https://10.0.0.1:2378", "http://10.0.0.1:2379"));
+        assert!(!same_host("https://10.0.0.11:2378", "http://10.0.0.1:2379"));
         assert!(
             member_update_args(&["https://1:2379".into()], 255, "https://1:2380")
                 .join(" ")

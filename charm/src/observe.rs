@@ -489,7 +489,7 @@ fn observe_etcd(o: &Observed, snap: &dyn SnapDriver) -> Option<Vec<EtcdMember>> 
     let own = o.address.as_deref().map(etcd::client_url);
     let local_only = endpoints
         .iter()
-        .all(|e| own.as_ref().is_some_and(|own| etcd::same_address(e, own)));
+        .all(|e| own.as_ref().is_some_and(|own| etcd::same_host(e, own)));
     if endpoints.is_empty() || (local_only && !o.service_active(SERVICE_ETCD)) {
         return None;
     }

@@ -591,7 +591,7 @@ impl<'a> Reconciler<'a> {
             if let Some(m) = mine {
                 let others: Vec<String> = etcd_endpoints(o)
                     .into_iter()
-                    .filter(|e| !etcd::lists_address(&m.client_urls, e))
+                    .filter(|e| !m.client_urls.iter().any(|u| etcd::same_host(u, e)))
                     .collect();
                 if observed.len() > 1 && !others.is_empty() {
                     self.plan.push(Step::EtcdRemove {

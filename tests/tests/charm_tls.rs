@@ -312,7 +312,7 @@ fn etcd_members(host: &str, ca: &Path) -> anyhow::Result<Vec<(String, Vec<String
         "POST",
         "-d",
         "{}",
-        &format!("https://{host}:2379/v3/cluster/member/list"),
+        &format!("https://{host}:2378/v3/cluster/member/list"),
     ])?;
     let list: Value = serde_json::from_str(&out)?;
     let urls = |m: &Value, key: &str| -> Vec<String> {
@@ -349,8 +349,9 @@ fn pgpilot_dcs_endpoints(d: &Deployment, unit: &str) -> anyhow::Result<String> {
 }
 
 /// Every unit's etcd on TLS: three members with https peer and client
-/// URLs, plain http refused on 2379, pgpilot's endpoints https; etcd's
-/// copy of the key 0600 and the daemon user's.
+/// URLs (clients on 2378), nothing served on plain http 2379 any more,
+/// pgpilot's endpoints https; etcd's copy of the key 0600 and the daemon
+/// user's.
 fn etcd_on_tls(d: &Deployment, ca: &Path) -> anyhow::Result<()> {
     for unit in d.units() {
         let host = d.address(&unit);
@@ -487,7 +488,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
     for (unit, _, _, serial) in &serials {
         let host = d.address(unit);
         assert_eq!(
-            &served_serial(&host, 2379, None, &ca.cert)?,
+            &served_serial(&host, 2378, None, &ca.cert)?,
             serial,
             "{unit}"
         );
@@ -516,7 +517,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
             |_| {
                 let pg = served_serial(&host, 5432, Some("postgres"), &ca.cert)?;
                 let api = served_serial(&host, 8008, None, &ca.cert)?;
-                let etcd = served_serial(&host, 2379, None, &ca.cert)?;
+                let etcd = served_serial(&host, 2378, None, &ca.cert)?;
                 anyhow::ensure!(
                     pg == *serial && api == *serial && etcd == *serial,
                     "served {pg}, {api} and {etcd}, want {serial}"

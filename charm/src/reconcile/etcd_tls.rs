@@ -143,7 +143,7 @@ impl Reconciler<'_> {
         }
         let https = decision.stage.clients_https();
         for m in members.iter_mut() {
-            m.client_url = etcd::with_scheme(&m.client_url, https);
+            m.client_url = etcd::client_url_as(&m.client_url, https);
         }
         if decision.stage != stage {
             self.plan.log(
@@ -220,7 +220,7 @@ impl Reconciler<'_> {
         }
         self.flush_unit();
         self.plan.push(Step::EtcdWaitHealthy {
-            endpoint: etcd::with_scheme(&etcd::client_url(ip), on),
+            endpoint: etcd::client_url_as(&etcd::client_url(ip), on),
         });
         self.plan.log(
             LogLevel::Info,

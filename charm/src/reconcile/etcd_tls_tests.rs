@@ -49,7 +49,7 @@ fn schemes(o: &mut Observed, peer_https: bool, client_https: bool) {
     let mut members = view.etcd_members();
     for m in &mut members {
         m.peer_url = etcd::with_scheme(&m.peer_url, peer_https);
-        m.client_url = etcd::with_scheme(&m.client_url, client_https);
+        m.client_url = etcd::client_url_as(&m.client_url, client_https);
     }
     set_members(o, &members);
 }
@@ -115,7 +115,7 @@ fn the_leader_loads_its_certificate_first() {
         &[
             "app etcd-tls=loaded",
             "app etcd-tls-restart=postgresql-0",
-            "snap set etcd.listen-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2379 \
+            "snap set etcd.listen-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2378 \
              etcd.peer-skip-client-san-verification=true etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
             "wait http://10.0.0.1:2379",
             "unit etcd-tls=loaded",
@@ -146,7 +146,7 @@ fn the_leader_loads_its_certificate_first() {
         "a replica granted: its certificate loaded",
         granted,
         &[
-            "snap set etcd.listen-client-urls=http://10.0.0.2:2379,https://10.0.0.2:2379 \
+            "snap set etcd.listen-client-urls=http://10.0.0.2:2379,https://10.0.0.2:2378 \
              etcd.peer-skip-client-san-verification=true etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
             "wait http://10.0.0.2:2379",
             "unit etcd-tls=loaded",
@@ -201,12 +201,12 @@ fn clients_then_peers_move_to_https() {
             "member update postgresql-0 https://10.0.0.1:2380",
             "app etcd-tls=on",
             "app etcd-tls-restart=postgresql-0",
-            "snap set etcd.listen-client-urls=https://10.0.0.1:2379 \
-             etcd.advertise-client-urls=https://10.0.0.1:2379 \
+            "snap set etcd.listen-client-urls=https://10.0.0.1:2378 \
+             etcd.advertise-client-urls=https://10.0.0.1:2378 \
              etcd.listen-peer-urls=https://10.0.0.1:2380 \
              etcd.initial-advertise-peer-urls=https://10.0.0.1:2380 \
              etcd.initial-cluster=postgresql-0=https://10.0.0.1:2380,postgresql-1=http://10.0.0.2:2380,postgresql-2=http://10.0.0.3:2380",
-            "wait https://10.0.0.1:2379",
+            "wait https://10.0.0.1:2378",
             "unit etcd-tls=on",
         ],
     );
@@ -245,7 +245,7 @@ fn renewal_and_removal() {
     // etcd's copy of the certificate stays while etcd uses it.
     assert!(
         steps[3].starts_with(
-            "snap set etcd.listen-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2379"
+            "snap set etcd.listen-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2378"
         ) && !steps[3].contains("etcd-tls."),
         "{steps:?}"
     );

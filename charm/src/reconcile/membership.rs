@@ -149,7 +149,7 @@ impl Reconciler<'_> {
                         name: member_name(unit),
                         unit: unit.to_string(),
                         peer_url: etcd::with_scheme(&etcd::peer_url(unit_ip), peer_https),
-                        client_url: etcd::with_scheme(&etcd::client_url(unit_ip), clients_https),
+                        client_url: etcd::client_url_as(&etcd::client_url(unit_ip), clients_https),
                         learner: m.is_learner,
                         initial_state: "existing".into(),
                     });
@@ -191,7 +191,7 @@ impl Reconciler<'_> {
                     name: member_name(unit),
                     unit: unit.to_string(),
                     peer_url: etcd::with_scheme(&etcd::peer_url(unit_ip), peer_https),
-                    client_url: etcd::with_scheme(&etcd::client_url(unit_ip), clients_https),
+                    client_url: etcd::client_url_as(&etcd::client_url(unit_ip), clients_https),
                     learner: true,
                     initial_state: "existing".into(),
                 };
