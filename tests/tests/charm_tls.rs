@@ -302,9 +302,11 @@ fn postmaster_pid(d: &Deployment, unit: &str) -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-/// etcd's member list through its https gateway, verified by the CA:
-/// (name, peer URLs, client URLs) per member.
-fn etcd_members(host: &str, ca: &Path) -> anyhow::Result<Vec<(String, Vec<String>, Vec<String>)>> {
+/// One etcd member: (name, peer URLs, client URLs).
+type EtcdMember = (String, Vec<String>, Vec<String>);
+
+/// etcd's member list through its https gateway, verified by the CA.
+fn etcd_members(host: &str, ca: &Path) -> anyhow::Result<Vec<EtcdMember>> {
     let out = curl(&[
         "--cacert",
         &ca.display().to_string(),
