@@ -29,6 +29,11 @@ pub struct DynamicConfig {
     /// Seconds a crashed primary gets to restart in place before failing over.
     #[serde(default = "default_primary_start_timeout")]
     pub primary_start_timeout: u64,
+    /// Seconds the leader keeps the replication slot of a member whose key
+    /// is gone (Patroni 4's `member_slots_ttl`); PostgreSQL's
+    /// `max_slot_wal_keep_size` bounds the WAL it holds meanwhile.
+    #[serde(default = "default_member_slots_ttl")]
+    pub member_slots_ttl: u64,
     /// Synchronous replication managed by pgpilot.
     #[serde(default)]
     pub synchronous_mode: bool,
@@ -85,6 +90,9 @@ fn default_max_lag() -> u64 {
 fn default_primary_start_timeout() -> u64 {
     300
 }
+fn default_member_slots_ttl() -> u64 {
+    1800
+}
 fn default_sync_count() -> u32 {
     1
 }
@@ -100,6 +108,7 @@ impl Default for DynamicConfig {
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
             primary_start_timeout: default_primary_start_timeout(),
+            member_slots_ttl: default_member_slots_ttl(),
             synchronous_mode: false,
             synchronous_mode_strict: false,
             synchronous_node_count: default_sync_count(),
@@ -146,6 +155,12 @@ impl DynamicConfig {
         check_seconds(
             &key("primary_start_timeout"),
             self.primary_start_timeout,
+            0,
+            MAX_LEASE_TTL,
+        )?;
+        check_seconds(
+            &key("member_slots_ttl"),
+            self.member_slots_ttl,
             0,
             MAX_LEASE_TTL,
         )?;

@@ -55,6 +55,9 @@ pub struct StoppedAs {
     pub timeline: u32,
     /// Latest checkpoint location.
     pub checkpoint_lsn: u64,
+    /// Not stopped cleanly: where its last WAL record on `timeline` starts
+    /// (read from its WAL), if that could be told.
+    pub last_record: Option<u64>,
 }
 
 /// Everything [`decide`] looks at, gathered by the loop in one go.
@@ -383,7 +386,7 @@ fn decide_stopped(
                 "former primary: waiting for leader {leader} to publish its new timeline before rejoining"
             ));
         }
-        if stopped.was_primary && diverged(i, stopped, &leader) {
+        if stopped.was_primary && super::rejoin::diverged(stopped, &i.view.history) {
             if !i.dynamic.postgresql.use_pg_rewind {
                 return Decision::wait(format!(
                     "former primary diverged from leader {leader} and use_pg_rewind is off: \
@@ -415,22 +418,6 @@ fn decide_stopped(
         }],
         format!("starting PostgreSQL as a replica of {leader}"),
     )
-}
-
-/// Could this former primary hold WAL the leader's timeline does not have?
-/// Not if it stopped cleanly before the point where the leader's timeline
-/// branched off ours.
-fn diverged(i: &Inputs, stopped: &StoppedAs, _leader: &str) -> bool {
-    let switch_point = i
-        .view
-        .history
-        .iter()
-        .find(|h| h.0 == stopped.timeline)
-        .map(|h| h.1);
-    match switch_point {
-        Some(lsn) => !stopped.clean || stopped.checkpoint_lsn >= lsn,
-        None => true,
-    }
 }
 
 fn decide_running_primary(

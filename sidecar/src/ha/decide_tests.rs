@@ -828,16 +828,19 @@ async fn former_primary_rejoins_through_rewind_only_when_it_diverged() {
         "t".into(),
         "a".into(),
     ));
-    let stopped = |was_primary: bool, clean: bool, checkpoint_lsn: u64| {
+    let ends = |was_primary: bool, clean: bool, checkpoint_lsn: u64, last_record| {
         let mut l = local(initialized(), LocalPg::Stopped);
         l.stopped_as = Some(StoppedAs {
             was_primary,
             clean,
             timeline: 1,
             checkpoint_lsn,
+            last_record,
         });
         l
     };
+    let stopped =
+        |was_primary, clean, checkpoint_lsn| ends(was_primary, clean, checkpoint_lsn, None);
     let rewind_then_start = vec![
         Action::Rewind { leader: "a".into() },
         Action::StartReplica {
@@ -865,10 +868,22 @@ async fn former_primary_rejoins_through_rewind_only_when_it_diverged() {
                 rewind_then_start.clone(),
             ),
             (
-                "crashed primary: rewind",
+                "crashed primary, end of its WAL unknown: rewind",
                 view.clone(),
                 stopped(true, false, 900),
+                rewind_then_start.clone(),
+            ),
+            (
+                "crashed primary whose last record starts past the switch point: rewind",
+                view.clone(),
+                ends(true, false, 900, Some(1000)),
                 rewind_then_start,
+            ),
+            (
+                "crashed (fenced) primary whose WAL ends before the switch point: just follow",
+                view.clone(),
+                ends(true, false, 900, Some(990)),
+                start.clone(),
             ),
             (
                 "former replica: just follow",

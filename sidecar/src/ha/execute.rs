@@ -185,9 +185,10 @@ impl<D: Dcs> Ha<D> {
                 Ok(true)
             }
             Action::Follow { leader } => {
-                if view.member(leader).is_none() {
+                let Some(up) = Self::upstream_of(view, Some(leader)) else {
                     return Ok(false);
-                }
+                };
+                self.ensure_own_slot(&up).await;
                 self.following = Some(leader.clone());
                 // refresh_conf at the end of the cycle rewrites primary_conninfo and reloads.
                 Ok(true)
@@ -212,6 +213,9 @@ impl<D: Dcs> Ha<D> {
         let pg = &self.shared.postgres;
         let upstream = Self::upstream_of(view, leader);
         pg.write_config(&self.cluster_parameters(dynamic), upstream.as_ref(), true)?;
+        if let Some(up) = &upstream {
+            self.ensure_own_slot(up).await;
+        }
         self.following = upstream.as_ref().and(leader.map(str::to_string));
         self.set_pg_state(PgState::Starting, Role::Replica);
         // Published before the start: the leader creates this member's slot
@@ -318,6 +322,27 @@ impl<D: Dcs> Ha<D> {
         view: &ClusterView,
         dynamic: &DynamicConfig,
     ) -> Result<(), HaError> {
+        if self.shared.roles_pending() {
+            self.change_role_passwords().await;
+        }
+        self.keep_slots(view, dynamic).await?;
+        if let Some(optime) = self.shared.snapshot().observation.and_then(|o| o.flush_lsn) {
+            if self.last_status_written != Some(optime) {
+                self.dcs.write_status(&LeaderStatus { optime }).await?;
+                self.last_status_written = Some(optime);
+            }
+        }
+        self.manage_sync(view, dynamic).await
+    }
+
+    /// Slots for the members in the store; a departed member's slot is kept
+    /// for `member_slots_ttl` ([`slots::plan`]).
+    async fn keep_slots(
+        &mut self,
+        view: &ClusterView,
+        dynamic: &DynamicConfig,
+    ) -> Result<(), HaError> {
+        use crate::postgres::probe;
         let me = self.me().to_string();
         let wanted: Vec<String> = view
             .members
@@ -326,18 +351,70 @@ impl<D: Dcs> Ha<D> {
             .map(|m| slot_name(&m.name))
             .collect();
         let pg = self.shared.postgres.clone();
-        if self.shared.roles_pending() {
-            self.change_role_passwords().await;
+        let existing: Vec<slots::SlotSeen> = pg
+            .with_client(async |c| probe::physical_slots(c).await)
+            .await?
+            .into_iter()
+            .map(|(name, active, lost)| slots::SlotSeen { name, active, lost })
+            .collect();
+        let plan = slots::plan(
+            &existing,
+            &wanted,
+            &self.slot_departures,
+            Instant::now(),
+            Duration::from_secs(dynamic.member_slots_ttl),
+        );
+        for name in &plan.create {
+            pg.with_client(async |c| probe::create_physical_slot(c, name).await)
+                .await?;
+            tracing::info!(slot = %name, "created replication slot");
         }
-        pg.with_client(async |c| crate::postgres::probe::sync_physical_slots(c, &wanted).await)
-            .await?;
-        if let Some(optime) = self.shared.snapshot().observation.and_then(|o| o.flush_lsn) {
-            if self.last_status_written != Some(optime) {
-                self.dcs.write_status(&LeaderStatus { optime }).await?;
-                self.last_status_written = Some(optime);
+        for name in plan.departed.keys() {
+            if !self.slot_departures.contains_key(name) {
+                tracing::info!(
+                    slot = %name,
+                    member_slots_ttl = dynamic.member_slots_ttl,
+                    "keeping the replication slot of a member that left, for member_slots_ttl seconds"
+                );
             }
         }
-        self.manage_sync(view, dynamic).await
+        for (name, why) in &plan.drop {
+            if pg
+                .with_client(async |c| probe::drop_inactive_slot(c, name).await)
+                .await?
+            {
+                match why {
+                    slots::DropReason::GracePassed => tracing::info!(
+                        slot = %name,
+                        "dropped the replication slot of a member gone for longer than member_slots_ttl"
+                    ),
+                    slots::DropReason::Invalidated => tracing::warn!(
+                        slot = %name,
+                        "dropped the replication slot of a member that left: it held more WAL \
+                         than max_slot_wal_keep_size and PostgreSQL invalidated it"
+                    ),
+                }
+            }
+        }
+        self.slot_departures = plan.departed;
+        Ok(())
+    }
+
+    /// Before streaming from `upstream`: make sure this member's slot exists
+    /// there, so the WAL receiver's first attempt finds it. Failing that (the
+    /// upstream unreachable for now), the leader creates it from our key.
+    pub(super) async fn ensure_own_slot(&self, upstream: &Upstream) {
+        let slot = slot_name(self.me());
+        match self.shared.postgres.ensure_slot_on(upstream, &slot).await {
+            Ok(true) => {
+                tracing::info!(%slot, host = %upstream.host, "created my replication slot on the upstream")
+            }
+            Ok(false) => tracing::debug!(%slot, "my replication slot exists on the upstream"),
+            Err(e) => tracing::warn!(
+                %slot, error = %e,
+                "cannot make sure my replication slot exists on the upstream; the leader creates it from my key"
+            ),
+        }
     }
 
     /// After a reload changed a role password: give PostgreSQL's roles the

@@ -11,7 +11,9 @@ pub mod fence;
 pub mod guard;
 mod handover;
 pub mod lease;
+pub mod rejoin;
 pub mod reload;
+pub mod slots;
 pub mod sync;
 
 use std::collections::BTreeMap;
@@ -64,6 +66,11 @@ pub struct Ha<D: Dcs> {
     bootstrap_failed: bool,
     /// Standbys PostgreSQL is told to wait for (sync mode, leader only).
     sync_standbys: Vec<String>,
+    /// Leader only: slots kept for members that left, since when ([`slots::plan`]).
+    slot_departures: BTreeMap<String, Instant>,
+    /// Where the WAL of a crashed former primary ends, by (timeline,
+    /// checkpoint): read once per stop ([`rejoin::last_record`]).
+    wal_end: Option<((u32, u64), Option<u64>)>,
 }
 
 impl<D: Dcs> Ha<D> {
@@ -93,6 +100,8 @@ impl<D: Dcs> Ha<D> {
             rewind_failed: false,
             bootstrap_failed: false,
             sync_standbys: Vec::new(),
+            slot_departures: BTreeMap::new(),
+            wal_end: None,
         }
     }
 
@@ -184,27 +193,69 @@ impl<D: Dcs> Ha<D> {
     }
 
     /// pg_controldata of the stopped instance, for the rejoin decision.
-    async fn stopped_as(&self) -> Option<StoppedAs> {
+    async fn stopped_as(&mut self) -> Option<StoppedAs> {
         match self.shared.postgres.controldata().await {
-            Ok(cd) => Some(StoppedAs {
+            Ok(cd) => {
                 // A fresh pg_basebackup copy carries the source's "in
                 // production" state but also a backup_label: not a primary.
-                was_primary: matches!(cd.cluster_state.as_str(), "shut down" | "in production")
-                    && !self
-                        .shared
-                        .postgres
-                        .data_dir()
-                        .join("backup_label")
-                        .exists(),
-                clean: cd.cluster_state.starts_with("shut down"),
-                timeline: cd.timeline,
-                checkpoint_lsn: cd.checkpoint_lsn,
-            }),
+                let was_primary =
+                    matches!(cd.cluster_state.as_str(), "shut down" | "in production")
+                        && !self
+                            .shared
+                            .postgres
+                            .data_dir()
+                            .join("backup_label")
+                            .exists();
+                let clean = cd.cluster_state.starts_with("shut down");
+                let last_record = if was_primary && !clean {
+                    self.crashed_wal_end(cd.timeline, cd.checkpoint_lsn).await
+                } else {
+                    None
+                };
+                Some(StoppedAs {
+                    was_primary,
+                    clean,
+                    timeline: cd.timeline,
+                    checkpoint_lsn: cd.checkpoint_lsn,
+                    last_record,
+                })
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read pg_controldata");
                 None
             }
         }
+    }
+
+    /// Where the last WAL record of a crashed former primary starts on its
+    /// timeline (pg_waldump), once per stop; `None` when it cannot be told.
+    async fn crashed_wal_end(&mut self, timeline: u32, checkpoint: u64) -> Option<u64> {
+        if let Some((key, end)) = self.wal_end {
+            if key == (timeline, checkpoint) {
+                return end;
+            }
+        }
+        let end = match self
+            .shared
+            .postgres
+            .last_wal_record(timeline, checkpoint)
+            .await
+        {
+            Ok(end) => end,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read where this former primary's WAL ends");
+                None
+            }
+        };
+        if let Some(lsn) = end {
+            tracing::info!(
+                last_record = %crate::postgres::format_lsn(lsn),
+                timeline,
+                "this former primary stopped without a shutdown checkpoint; its last WAL record"
+            );
+        }
+        self.wal_end = Some(((timeline, checkpoint), end));
+        end
     }
 
     async fn data_dir_state(
@@ -311,6 +362,10 @@ impl<D: Dcs> Ha<D> {
             _ => None,
         };
         let leading = view.leader_name() == Some(self.me());
+        if !leading {
+            // A later leadership counts departures afresh.
+            self.slot_departures.clear();
+        }
         self.primary_down_since = match (&local_pg, leading) {
             (LocalPg::Stopped, true) => self.primary_down_since.or(Some(Instant::now())),
             _ => None,

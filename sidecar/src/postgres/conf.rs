@@ -23,6 +23,10 @@ fn defaults() -> BTreeMap<String, ParamValue> {
     set("max_replication_slots", ParamValue::Int(10));
     set("wal_log_hints", ParamValue::Bool(true));
     set("wal_keep_size", ParamValue::Text("128MB".into()));
+    // The most WAL a replication slot may hold: the leader keeps a departed
+    // member's slot for member_slots_ttl, and a dead member must not fill
+    // the disk meanwhile (PostgreSQL invalidates a slot past it).
+    set("max_slot_wal_keep_size", ParamValue::Text("8GB".into()));
     set(
         "password_encryption",
         ParamValue::Text("scram-sha-256".into()),

@@ -319,6 +319,84 @@ impl Postgres {
         result.map(|_| ())
     }
 
+    /// Make sure the physical slot `slot` exists on `source`, over a
+    /// replication connection as the replication role (the login the WAL
+    /// receiver uses): `CREATE_REPLICATION_SLOT ... RESERVE_WAL`, so the
+    /// WAL from now on waits for this member. `true` when it was created,
+    /// `false` when it existed.
+    pub async fn ensure_slot_on(&self, source: &Upstream, slot: &str) -> Result<bool, PgError> {
+        let config = self.config();
+        let repl = &config.postgresql.authentication.replication;
+        let mut cmd = self.run_as.command(&self.bin("psql"));
+        cmd.args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=sqlstate",
+        ])
+        .arg("-h")
+        .arg(&source.host)
+        .arg("-p")
+        .arg(source.port.to_string())
+        .arg("-U")
+        .arg(&repl.username)
+        .arg("--no-password")
+        .arg("-d")
+        .arg("dbname=replication replication=true sslmode=prefer connect_timeout=5")
+        .arg("-c")
+        .arg(format!(
+            "CREATE_REPLICATION_SLOT \"{slot}\" PHYSICAL RESERVE_WAL"
+        ))
+        .env("PGPASSWORD", &repl.password)
+        .env("PGAPPNAME", format!("pgpilot-slot-{}", config.cluster.name));
+        match process::run(cmd, "psql CREATE_REPLICATION_SLOT", Duration::from_secs(15)).await {
+            Ok(_) => Ok(true),
+            // 42710 duplicate_object: "replication slot ... already exists".
+            Err(PgError::Command(m)) if m.contains("42710") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the last valid WAL record on `timeline` starts, read with
+    /// pg_waldump from the checkpoint at `from` on, for a former primary
+    /// that stopped without a shutdown checkpoint. `None` when it cannot be
+    /// told for sure: the instance had moved to a later timeline than its
+    /// checkpoint's (a timeline history file newer than `timeline` is in
+    /// pg_wal), or no record could be read.
+    pub async fn last_wal_record(&self, timeline: u32, from: u64) -> Result<Option<u64>, PgError> {
+        let wal = self.data_dir().join("pg_wal");
+        let later = std::fs::read_dir(&wal)
+            .map_err(|e| PgError::Setup(format!("cannot list {}: {e}", wal.display())))?
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let tl = name.strip_suffix(".history")?;
+                u32::from_str_radix(tl, 16).ok()
+            })
+            .any(|tl| tl > timeline);
+        if later {
+            return Ok(None);
+        }
+        let mut cmd = self.run_as.command(&self.bin("pg_waldump"));
+        cmd.arg("--path")
+            .arg(&wal)
+            .arg("--timeline")
+            .arg(timeline.to_string())
+            .arg("--start")
+            .arg(format_lsn(from));
+        // It reads until the first invalid record (the end of the WAL) and
+        // then exits with an error: the records printed are what counts.
+        process::last_line_matching(
+            cmd,
+            "pg_waldump",
+            Duration::from_secs(120),
+            parse_waldump_lsn,
+        )
+        .await
+    }
+
     /// Rewind this stopped former primary onto `source`'s timeline. One that
     /// crashed first goes through crash recovery in single-user mode, since
     /// pg_rewind needs a cleanly shut down target.
@@ -681,6 +759,13 @@ impl Postgres {
     }
 }
 
+/// The start of the record a pg_waldump line describes (`... lsn: 0/0301A2B8, prev ...`).
+pub fn parse_waldump_lsn(line: &str) -> Option<u64> {
+    let rest = &line[line.find("lsn: ")? + 5..];
+    let end = rest.find([',', ' ']).unwrap_or(rest.len());
+    parse_lsn(&rest[..end])
+}
+
 pub fn parse_controldata(text: &str) -> ControlData {
     let mut cd = ControlData::default();
     for line in text.lines() {
@@ -702,6 +787,24 @@ pub fn parse_controldata(text: &str) -> ControlData {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn waldump_lines() {
+        let line = "rmgr: Heap        len (rec/tot):     59/    59, tx:        735, \
+                    lsn: 0/0301A2B8, prev 0/0301A280, desc: INSERT off 3 flags 0x00";
+        assert_eq!(parse_waldump_lsn(line), Some(0x0301_A2B8));
+        assert_eq!(
+            parse_waldump_lsn(
+                "rmgr: XLOG len (rec/tot): 114/114, tx: 0, lsn: 1/00000028, prev 0/0"
+            ),
+            Some((1 << 32) | 0x28)
+        );
+        assert_eq!(
+            parse_waldump_lsn("pg_waldump: error: error in WAL record at 0/3000148"),
+            None
+        );
+        assert_eq!(parse_waldump_lsn("lsn: junk, prev"), None);
+    }
 
     #[test]
     fn lsn_round_trip() {

@@ -218,38 +218,50 @@ pub fn scram_verifier(password: &str) -> String {
     postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
-/// Make the physical slots exactly `wanted` (inactive strays are dropped).
-pub async fn sync_physical_slots(client: &Client, wanted: &[String]) -> Result<(), PgError> {
+/// The physical slots: name, active (a WAL sender uses it), lost
+/// (invalidated by `max_slot_wal_keep_size`).
+pub async fn physical_slots(client: &Client) -> Result<Vec<(String, bool, bool)>, PgError> {
     let rows = client
         .query(
-            "SELECT slot_name::text, active FROM pg_replication_slots WHERE slot_type = 'physical'",
+            "SELECT slot_name::text, active, coalesce(wal_status = 'lost', false) \
+             FROM pg_replication_slots WHERE slot_type = 'physical'",
             &[],
         )
         .await
         .map_err(sql_err)?;
-    let existing: Vec<(String, bool)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-    for name in wanted {
-        if !existing.iter().any(|(n, _)| n == name) {
-            client
-                .execute(
-                    "SELECT pg_create_physical_replication_slot($1, true)",
-                    &[name],
-                )
-                .await
-                .map_err(sql_err)?;
-            tracing::info!(slot = %name, "created replication slot");
-        }
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+/// Create a physical slot that reserves WAL from now on; one created
+/// concurrently (by the member itself, over replication) is fine.
+pub async fn create_physical_slot(client: &Client, name: &str) -> Result<(), PgError> {
+    let created = client
+        .execute(
+            "SELECT pg_create_physical_replication_slot($1, true) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+            &[&name],
+        )
+        .await;
+    match created {
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::DUPLICATE_OBJECT) => Ok(()),
+        other => other.map(drop).map_err(sql_err),
     }
-    for (name, active) in existing {
-        if !active && !wanted.contains(&name) {
-            client
-                .execute("SELECT pg_drop_replication_slot($1)", &[&name])
-                .await
-                .map_err(sql_err)?;
-            tracing::info!(slot = %name, "dropped replication slot of a member that left");
-        }
-    }
-    Ok(())
+}
+
+/// Drop a slot no WAL sender uses (one that became active since is kept).
+pub async fn drop_inactive_slot(client: &Client, name: &str) -> Result<bool, PgError> {
+    let dropped = client
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE slot_name = $1 AND NOT active",
+            &[&name],
+        )
+        .await
+        .map_err(sql_err)?;
+    Ok(dropped > 0)
 }
 
 pub fn quote_ident(s: &str) -> String {

@@ -133,6 +133,42 @@ pub async fn run(mut cmd: Command, what: &str, timeout: Duration) -> Result<Stri
     }
 }
 
+/// Run `cmd` and keep the last value `parse` finds in a line of its
+/// output, read as it comes (the output may be large); its exit status does
+/// not matter. An error only when it cannot start or outlives `timeout`.
+pub async fn last_line_matching<T>(
+    mut cmd: Command,
+    what: &str,
+    timeout: Duration,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, PgError> {
+    use tokio::io::AsyncBufReadExt;
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| PgError::Command(format!("{what}: cannot start: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| PgError::Command(format!("{what}: no output pipe")))?;
+    let read = async {
+        let mut lines = tokio::io::BufReader::new(stdout).lines();
+        let mut last = None;
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(v) = parse(&line) {
+                last = Some(v);
+            }
+        }
+        let _ = child.wait().await;
+        last
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| PgError::Command(format!("{what}: did not finish within {timeout:?}")))
+}
+
 pub fn last_lines(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     lines[lines.len().saturating_sub(n)..].join(" | ")
