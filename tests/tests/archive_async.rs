@@ -340,6 +340,7 @@ max_attempts = 2
         key: pgpilot::repo::layout::Layout::new(pgpilot_e2e::SCOPE).wal_key(&wal, &forged_sha),
         sha256: forged_sha.clone(),
         size: 16 << 20,
+        stamp: None,
     })?;
     let switched = switch_segment(&client).await?;
     assert_eq!(switched, current);

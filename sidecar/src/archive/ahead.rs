@@ -2,7 +2,7 @@
 //! pushes the WAL files PostgreSQL has marked ready
 //! (`pg_wal/archive_status/<wal>.ready`) before PostgreSQL asks, up to
 //! `backup.parallelism` at once, oldest first, through the same code as
-//! `archive-push` ([`super::push::push`]), with the same time budget per file.
+//! `archive-push` ([`super::push::push_on`]), with the same time budget per file.
 //!
 //! Contract: an acknowledgement (`<spool>/out/<wal>.ok`, see [`super::spool`])
 //! is written only after `push` returned Ok: the object is stored and its
@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::async_push::repository_id;
-use super::push::{push, Pushed};
+use super::push::{push_on, Pushed};
 use super::spool::{Ack, Failure, Spool};
 use super::{Archive, ArchiveError};
 use crate::config::Config;
@@ -239,7 +239,9 @@ impl Worker {
             let label = name.to_string();
             let handle = self.tasks.spawn(async move {
                 let context = archive.call(Instant::now());
-                let result = context.within_deadline(push(&context, &path)).await;
+                // `parallelism` files at once, each compressed on one
+                // thread while the task reads and hashes it.
+                let result = context.within_deadline(push_on(&context, &path, 1)).await;
                 (name, result)
             });
             self.in_flight.insert(handle.id(), label);
@@ -290,6 +292,7 @@ impl Worker {
                     key: pushed.key,
                     sha256: pushed.sha256,
                     size: pushed.size,
+                    stamp: Some(pushed.stamp),
                 };
                 if let Err(e) = self.spool.write_ack(&ack) {
                     // archive-push will push the file itself.

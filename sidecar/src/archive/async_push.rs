@@ -3,8 +3,9 @@
 //! and left an acknowledgement in the spool.
 //!
 //! 1. An acknowledgement for this name, for this repository and stanza,
-//!    whose size and SHA-256 match the bytes of the file PostgreSQL hands
-//!    over: exit 0 without touching the repository.
+//!    for the very file PostgreSQL hands over (same inode, size and change
+//!    time as when the worker read it: one `stat`), or else whose size and
+//!    SHA-256 match the file's bytes: exit 0 without touching the repository.
 //! 2. The worker is active (it holds the spool's lock): the failure it
 //!    recorded for this file is the answer (same exit code as a sync push);
 //!    otherwise wait for its acknowledgement, up to a short bound.
@@ -140,6 +141,12 @@ async fn proves(
         Some(format!("it is for {}", ack.repository))
     } else if ack.key != expected.layout.wal_key(name, &ack.sha256) {
         Some(format!("its key {} is not this file's", ack.key))
+    } else if ack
+        .stamp
+        .is_some_and(|stamp| wal::FileStamp::of_path(path).is_ok_and(|now| now == stamp))
+    {
+        // The file the worker read and hashed, unchanged since.
+        None
     } else {
         let owned = path.to_path_buf();
         let size = ack.size;

@@ -8,9 +8,11 @@
 //! followed by PostgreSQL's start, a PITR, a member bootstrapping from a
 //! backup), and the process runs as PostgreSQL's user, who owns the files.
 //!
-//! - archive-get N (a segment): if `N-<sha256>` is queued and its bytes hash
-//!   to that SHA-256, it is moved onto the destination; otherwise N is
-//!   fetched as without async mode. Then the call records N as wanted,
+//! - archive-get N (a segment): if `N-<sha256>` is queued, it is moved onto
+//!   the destination (a rename). The prefetcher checked its bytes against
+//!   that SHA-256 before it queued it; a file queued before the machine last
+//!   started is hashed again first, and one of the wrong size is not used.
+//!   Otherwise N is fetched as without async mode. Then the call records N as wanted,
 //!   drops queued files of other timelines and before N, and starts the
 //!   prefetcher if none runs. A missing N (exit 1) starts nothing.
 //! - The prefetcher keeps the next `backup.archive_get_queue` segments
@@ -114,11 +116,16 @@ async fn take(
     name: &WalName,
     dest: &Path,
 ) -> Result<bool, ArchiveError> {
-    let path = queued.path.clone();
-    let sha = queued.sha256.clone();
-    let checked = tokio::task::spawn_blocking(move || check_queued(&path, &sha))
-        .await
-        .map_err(|e| ArchiveError::Local(e.to_string()))?;
+    let checked = if spool.queue_is_from_this_boot() {
+        // Checked by the prefetcher before it was queued, in this boot.
+        queued_size(&queued.path)
+    } else {
+        let path = queued.path.clone();
+        let sha = queued.sha256.clone();
+        tokio::task::spawn_blocking(move || check_queued(&path, &sha))
+            .await
+            .map_err(|e| ArchiveError::Local(e.to_string()))?
+    };
     let segment_size = match checked {
         Ok(segment_size) => segment_size,
         Err(why) => {
@@ -134,11 +141,16 @@ async fn take(
         wal: name.clone(),
         segment_size,
     });
-    let from = queued.path.clone();
-    let to = dest.to_path_buf();
-    let moved = tokio::task::spawn_blocking(move || move_into_place(&from, &to))
-        .await
-        .map_err(|e| ArchiveError::Local(e.to_string()))?;
+    // A rename; a copy (off the runtime) when the spool is on another file system.
+    let moved = match std::fs::rename(&queued.path, dest) {
+        Ok(()) => Ok(()),
+        Err(_) => {
+            let (from, to) = (queued.path.clone(), dest.to_path_buf());
+            tokio::task::spawn_blocking(move || move_into_place(&from, &to))
+                .await
+                .map_err(|e| ArchiveError::Local(e.to_string()))?
+        }
+    };
     match moved {
         Ok(()) => {
             tracing::info!("{name}: restored from the prefetch queue");
@@ -165,6 +177,21 @@ fn check_queued(path: &Path, sha: &str) -> Result<u32, String> {
         .header
         .map(|h| h.segment_size)
         .ok_or_else(|| "it does not start with a WAL page header".to_string())
+}
+
+/// The segment size of a queued file that is whole: as long as the
+/// segment size its first page header records.
+fn queued_size(path: &Path) -> Result<u32, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read it: {e}"))?
+        .len();
+    let segment_size = segment_size_of(path).ok_or("it does not start with a WAL page header")?;
+    if size != u64::from(segment_size) {
+        return Err(format!(
+            "it holds {size} bytes, not the {segment_size} of a segment"
+        ));
+    }
+    Ok(segment_size)
 }
 
 /// A rename when the spool shares the destination's file system; else a
@@ -294,6 +321,7 @@ async fn prefetch(archive: Archive) -> Result<(), String> {
     };
     spool
         .remove_queue_temporaries()
+        .and_then(|()| spool.claim_queue())
         .map_err(|e| format!("{}: {e}", spool.in_dir().display()))?;
     let postmaster = archive.config.postgresql.data_dir.join("postmaster.pid");
     let queue = archive.backup.archive_get_queue;

@@ -1,13 +1,14 @@
 //! `pgpilot archive-push [--config FILE] <path>`: store one WAL file
 //! (segment, `.partial`, `.backup` or `.history`) in the repository.
 //!
-//! 1. Read the file; a segment's page header must name this cluster and
-//!    the segment the file is named after.
-//! 2. SHA-256 and zstd, on two threads.
-//! 3. Check the repository's identity (`repo.json`; created on first use).
-//! 4. List the stored copies of the file: the same SHA-256 → done (warning);
+//! 1. Read the file once, in pieces: SHA-256 of each piece here, zstd on
+//!    `backup.parallelism` threads of its own ([`wal::pack_file`]); a
+//!    segment's page header must name this cluster and the segment the file
+//!    is named after.
+//! 2. Check the repository's identity (`repo.json`; created on first use).
+//! 3. List the stored copies of the file: the same SHA-256 → done (warning);
 //!    another SHA-256 → refuse, exit 45, touch nothing.
-//! 5. Store `<walname>-<sha256>.zst` (create-only), then check that the
+//! 4. Store `<walname>-<sha256>.zst` (create-only), then check that the
 //!    object is there with the size written. Only then exit 0.
 
 use std::path::{Path, PathBuf};
@@ -47,10 +48,19 @@ pub struct Pushed {
     pub size: u64,
     /// The same content was stored already (by an earlier attempt).
     pub already_stored: bool,
+    /// The file as it was read: an unchanged stamp means the same bytes.
+    pub stamp: wal::FileStamp,
 }
 
-/// Archive the file at `path` into the context's repository.
+/// Archive the file at `path` into the context's repository, compressing
+/// on `backup.parallelism` threads.
 pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError> {
+    push_on(context, path, context.backup.parallelism as u32).await
+}
+
+/// [`push`] with zstd on `workers` threads besides the one that reads and
+/// hashes (the push-ahead worker, which pushes several files at once, uses 1).
+pub async fn push_on(context: &Context, path: &Path, workers: u32) -> Result<Pushed, ArchiveError> {
     let started = std::time::Instant::now();
     let name = path
         .file_name()
@@ -62,28 +72,23 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
                 path.display()
             ))
         })?;
+    // One hop off the runtime for all the local work: the cluster's
+    // identity, then the file read once (hashed and compressed on the way).
     let owned_path = path.to_path_buf();
-    let data = tokio::task::spawn_blocking(move || std::fs::read(&owned_path))
-        .await
-        .map_err(|e| ArchiveError::Local(format!("reading {}: {e}", path.display())))?
-        .map_err(|e| ArchiveError::Local(format!("cannot read {}: {e}", path.display())))?;
-    let data = Bytes::from(data);
-
     let data_dir = context.config.postgresql.data_dir.clone();
-    let local = tokio::task::spawn_blocking(move || ClusterIdentity::from_data_dir(&data_dir))
-        .await
-        .map_err(|e| ArchiveError::Local(e.to_string()))?
-        .map_err(ArchiveError::Local)?;
-    check_header(&name, &data, &local)?;
-
     let level = context.backup.compression_level;
-    let to_hash = data.clone();
-    let (sha, compressed) =
-        tokio::task::spawn_blocking(move || wal::hash_and_compress(&to_hash, level))
-            .await
-            .map_err(|e| ArchiveError::Local(e.to_string()))?
-            .map_err(|e| ArchiveError::Local(format!("compressing {name}: {e}")))?;
-    let compressed = Bytes::from(compressed);
+    let (local, packed) = tokio::task::spawn_blocking(move || {
+        let local = ClusterIdentity::from_data_dir(&data_dir).map_err(ArchiveError::Local)?;
+        let packed = wal::pack_file(&owned_path, level, workers).map_err(|e| {
+            ArchiveError::Local(format!("cannot read {}: {e}", owned_path.display()))
+        })?;
+        Ok::<_, ArchiveError>((local, packed))
+    })
+    .await
+    .map_err(|e| ArchiveError::Local(e.to_string()))??;
+    check_header(&name, packed.header, &local)?;
+    let sha = packed.sha256;
+    let compressed = Bytes::from(packed.compressed);
 
     let storage = &context.storage;
     let layout = &context.layout;
@@ -96,8 +101,9 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
     let pushed = |already_stored| Pushed {
         key: key.clone(),
         sha256: sha.clone(),
-        size: data.len() as u64,
+        size: packed.size,
         already_stored,
+        stamp: packed.stamp,
     };
     let stored = stored_copies(context, &name).await?;
     if stored.iter().any(|(k, _)| *k == key) {
@@ -133,7 +139,7 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
     verify_size(context, &key, compressed.len() as u64).await?;
     tracing::info!(
         "archived {name} ({} → {} bytes) in {} ms",
-        data.len(),
+        packed.size,
         compressed.len(),
         started.elapsed().as_millis()
     );
@@ -141,11 +147,15 @@ pub async fn push(context: &Context, path: &Path) -> Result<Pushed, ArchiveError
 }
 
 /// A segment must come from this cluster and be the segment it is named after.
-fn check_header(name: &WalName, data: &[u8], local: &ClusterIdentity) -> Result<(), ArchiveError> {
+fn check_header(
+    name: &WalName,
+    header: Option<wal::PageHeader>,
+    local: &ClusterIdentity,
+) -> Result<(), ArchiveError> {
     if !name.has_page_header() {
         return Ok(());
     }
-    let header = wal::long_page_header(data).ok_or_else(|| {
+    let header = header.ok_or_else(|| {
         ArchiveError::Local(format!(
             "{name} does not start with a WAL page header: refusing to archive it"
         ))

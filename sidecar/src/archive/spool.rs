@@ -7,12 +7,17 @@
 //! <spool>/out/<wal>.error       the worker's last failure on <wal> (JSON)
 //! <spool>/in/<wal>-<sha256>     a prefetched WAL file, decompressed and checked
 //! <spool>/in/want               the segment recovery asked for last
+//! <spool>/in/boot               the boot the queued files were checked in
 //! <spool>/in/prefetch.lock      locked by the prefetcher while it runs
 //! <spool>/in/prefetch.log       the prefetcher's log (its last run)
 //! ```
 //!
 //! Nothing here is trusted on its word: an acknowledgement counts only when
-//! the file PostgreSQL hands over has the size and SHA-256 it records, and a
+//! the file PostgreSQL hands over is the one the worker read (same inode,
+//! size and change time), or else has the size and SHA-256 it records; a
+//! prefetched file was checked against the SHA-256 in its name before it
+//! was queued, and counts unchecked only in the boot that queued it (a
+//! crash can leave unwritten blocks in a file that was not fsynced); a
 //! prefetched file only when its bytes hash to the SHA-256 in its name. The
 //! directory lives outside the data directory (pg_basebackup and base
 //! backups copy unknown files there) and belongs to PostgreSQL's OS user,
@@ -41,6 +46,10 @@ pub struct Ack {
     /// SHA-256 and size of the file's bytes as stored.
     pub sha256: String,
     pub size: u64,
+    /// The file's inode and change time when the worker read it: a file
+    /// with the same stamp holds those bytes, without hashing it again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<crate::archive::wal::FileStamp>,
 }
 
 /// The worker's last failure on one file: exit code class and message.
@@ -278,6 +287,33 @@ impl Spool {
         })
     }
 
+    fn boot_path(&self) -> PathBuf {
+        self.in_dir().join("boot")
+    }
+
+    /// Were the queued files checked since the machine last started? The
+    /// prefetcher records the boot it runs in ([`Spool::claim_queue`]).
+    pub fn queue_is_from_this_boot(&self) -> bool {
+        match (std::fs::read_to_string(self.boot_path()), current_boot()) {
+            (Ok(recorded), Some(now)) => recorded.trim() == now,
+            _ => false,
+        }
+    }
+
+    /// The prefetcher, at its start: queued files of an earlier boot are
+    /// removed (they may hold blocks a crash did not write), then this boot
+    /// is recorded.
+    pub fn claim_queue(&self) -> std::io::Result<()> {
+        let Some(now) = current_boot() else {
+            let _ = std::fs::remove_file(self.boot_path());
+            return Ok(());
+        };
+        if !self.queue_is_from_this_boot() {
+            self.prune_queue(|_| false)?;
+        }
+        self.write_atomic(&self.in_dir(), "boot", format!("{now}\n").as_bytes())
+    }
+
     fn fetching_path(&self, wal: &WalName) -> PathBuf {
         self.in_dir().join(format!(".{wal}.fetching.tmp"))
     }
@@ -361,6 +397,14 @@ impl Spool {
             Err(TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// The kernel's id of this boot (a new one at every start of the machine).
+fn current_boot() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
+        .filter(|id| !id.is_empty())
 }
 
 /// Removes its "being fetched" marker when dropped.
@@ -448,6 +492,7 @@ mod tests {
             key: "demo/archive/x".into(),
             sha256: "ab".repeat(32),
             size: 16 << 20,
+            stamp: None,
         };
         assert!(spool.read_ack(&ack.wal).is_none());
         spool.write_ack(&ack).unwrap();
@@ -537,6 +582,30 @@ mod tests {
         assert!(!spool.is_fetching(&wal("000000010000000000000007")));
         assert_eq!(spool.queued().unwrap().len(), 1);
         assert_eq!(std::fs::read_dir(spool.in_dir()).unwrap().count(), 2);
+
+        // Files queued before a restart of the machine are not trusted.
+        assert!(!spool.queue_is_from_this_boot());
+        std::fs::write(spool.in_dir().join("boot"), "another boot\n").unwrap();
+        assert!(!spool.queue_is_from_this_boot());
+        spool.claim_queue().unwrap();
+        assert!(
+            spool.queued().unwrap().is_empty(),
+            "an earlier boot's queue is removed"
+        );
+        assert!(spool.queue_is_from_this_boot());
+        std::fs::write(
+            spool.queue_path(&wal("000000010000000000000008"), &sha),
+            b"x",
+        )
+        .unwrap();
+        spool.claim_queue().unwrap();
+        assert_eq!(
+            spool.queued().unwrap().len(),
+            1,
+            "this boot's queue is kept"
+        );
+        std::fs::remove_file(spool.queue_path(&wal("000000010000000000000008"), &sha)).unwrap();
+        std::fs::remove_file(spool.in_dir().join("boot")).unwrap();
 
         assert_eq!(spool.read_want().unwrap(), None);
         let want = Want {

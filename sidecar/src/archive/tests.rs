@@ -323,7 +323,30 @@ mod async_mode {
             key: layout.wal_key(&crate::repo::layout::WalName::parse(SEG).unwrap(), &sha),
             sha256: sha,
             size: data.len() as u64,
+            stamp: None,
         }
+    }
+
+    #[tokio::test]
+    async fn a_stamped_ack_answers_for_that_file_only() {
+        let (s, config, spool) = setup();
+        spool.create().unwrap();
+        let data = segment(1);
+        let file = s.wal(SEG, &data);
+        let mut ack = ack_for(&config, &data);
+        ack.stamp = Some(crate::archive::wal::FileStamp::of_path(&file).unwrap());
+        spool.write_ack(&ack).unwrap();
+        std::fs::remove_dir(s.path("repo")).unwrap();
+        push_async(&config, &file).await.unwrap();
+
+        // The same name and size rewritten with other bytes: its stamp
+        // moved on, its SHA-256 is not the acknowledged one.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        s.wal(SEG, &segment(2));
+        std::fs::create_dir(s.path("repo")).unwrap();
+        push_async(&config, &file).await.unwrap();
+        assert_eq!(s.snapshot().len(), 2, "the new bytes were pushed here");
+        assert!(spool.read_ack(SEG).is_none(), "the stale ack is removed");
     }
 
     #[tokio::test]

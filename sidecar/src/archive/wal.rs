@@ -1,7 +1,16 @@
 //! Per-file work: the WAL page header, SHA-256, zstd in and out.
+//!
+//! A WAL file is read once, in [`PIECE`]-sized pieces, whichever way it goes:
+//! [`pack_file`] hashes each piece and hands it to zstd (which compresses on
+//! threads of its own), [`decompress_to`] writes each piece out while a
+//! second thread hashes it. Memory stays a few pieces and zstd's window,
+//! whatever the segment size.
 
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::repo::layout::WalName;
@@ -70,6 +79,125 @@ pub fn sha256_hex(data: &[u8]) -> String {
     to_hex(&Sha256::digest(data))
 }
 
+/// Size of the pieces a WAL file is read, hashed, compressed and written in.
+pub const PIECE: usize = 1 << 20;
+
+/// zstd's job size when it compresses one file on several threads: a 16 MiB
+/// segment makes eight jobs, so both threads start within the first 4 MiB.
+const JOB_SIZE: u32 = 2 << 20;
+
+/// Which file, in which state: the inode and its change time. Any write,
+/// truncation or replacement of the file changes its ctime (or its inode),
+/// so a file with the same stamp still holds the bytes it held when the
+/// stamp was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+}
+
+impl FileStamp {
+    pub fn of(meta: &std::fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.size(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+        }
+    }
+
+    pub fn of_path(path: &Path) -> std::io::Result<FileStamp> {
+        std::fs::metadata(path).map(|meta| FileStamp::of(&meta))
+    }
+}
+
+/// Read into `buf` until it is full or the reader ends; the bytes read.
+fn fill(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(read) => n += read,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// What [`pack_file`] made of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packed {
+    /// SHA-256 and size of the file's bytes.
+    pub sha256: String,
+    pub size: u64,
+    /// The long page header at the start, if the file has one.
+    pub header: Option<PageHeader>,
+    /// The zstd frame (content size and checksum included).
+    pub compressed: Vec<u8>,
+    /// The file's stamp, the same before and after it was read.
+    pub stamp: FileStamp,
+}
+
+/// Read a file once: each piece is hashed here and handed to zstd, which
+/// compresses on `workers` threads of its own (0: here, after the hashing).
+/// Fails if the file changes while it is read.
+pub fn pack_file(path: &Path, level: i32, workers: u32) -> std::io::Result<Packed> {
+    let mut file = std::fs::File::open(path)?;
+    let before = FileStamp::of(&file.metadata()?);
+    // WAL compresses to a fraction of its size; the vector grows if not.
+    let guess = (before.size / 4).min(64 << 20) as usize;
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::with_capacity(guess), level)?;
+    encoder.include_checksum(true)?;
+    encoder.include_contentsize(true)?;
+    encoder.set_pledged_src_size(Some(before.size))?;
+    if workers > 0 {
+        encoder.multithread(workers)?;
+        encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; PIECE.min(before.size.max(1) as usize)];
+    let mut size = 0u64;
+    let mut header = None;
+    loop {
+        let n = fill(&mut file, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if size == 0 {
+            header = long_page_header(&buf[..n]);
+        }
+        hasher.update(&buf[..n]);
+        encoder.write_all(&buf[..n])?;
+        size += n as u64;
+    }
+    let after = FileStamp::of(&file.metadata()?);
+    if after != before || size != before.size {
+        return Err(std::io::Error::other(format!(
+            "{} changed while it was read ({} bytes at the start, {size} read, {} at the end)",
+            path.display(),
+            before.size,
+            after.size
+        )));
+    }
+    let compressed = encoder.finish()?;
+    Ok(Packed {
+        sha256: to_hex(&hasher.finalize()),
+        size,
+        header,
+        compressed,
+        stamp: before,
+    })
+}
+
 /// What [`hash_file`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileDigest {
@@ -113,18 +241,6 @@ pub fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     compressor.include_checksum(true)?;
     compressor.include_contentsize(true)?;
     compressor.compress(data)
-}
-
-/// SHA-256 and compression of one file, on two threads.
-pub fn hash_and_compress(data: &[u8], level: i32) -> std::io::Result<(String, Vec<u8>)> {
-    std::thread::scope(|scope| {
-        let hasher = scope.spawn(|| sha256_hex(data));
-        let compressed = compress(data, level);
-        let sha = hasher
-            .join()
-            .map_err(|_| std::io::Error::other("the hashing thread panicked"))?;
-        Ok((sha, compressed?))
-    })
 }
 
 /// Largest file archive-get will decompress (PostgreSQL's largest segment is 1 GiB).
@@ -176,37 +292,77 @@ pub enum StreamFailure {
     Write(std::io::Error),
 }
 
-/// Decompress `compressed` into `out` in 128 KiB pieces, hashing as it
-/// goes; returns the SHA-256 and the length written. Small pieces stay in
-/// the CPU cache and need no 16 MiB buffer: faster than decompressing
-/// whole and then writing. One thread: on a busy machine every hand-over
-/// between threads waits for a time slice. Stops past [`MAX_DECOMPRESSED`]
-/// bytes.
+/// Buffers [`decompress_to`] cycles between its two threads.
+const PIPELINE: usize = 3;
+
+/// Decompress `compressed` into `out` in [`PIECE`]s while a second thread
+/// hashes each piece written; returns the SHA-256 and the length written.
+/// Stops past [`MAX_DECOMPRESSED`] bytes.
 pub fn decompress_to(
     compressed: &[u8],
     out: &mut impl Write,
 ) -> Result<(String, u64), StreamFailure> {
+    use std::sync::mpsc;
     let mut decoder =
         zstd::stream::read::Decoder::with_buffer(compressed).map_err(StreamFailure::Decode)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 128 << 10];
-    let mut total = 0u64;
-    loop {
-        let n = decoder.read(&mut buf).map_err(StreamFailure::Decode)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > MAX_DECOMPRESSED {
-            return Err(StreamFailure::Decode(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("more than the {MAX_DECOMPRESSED} bytes allowed"),
-            )));
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(StreamFailure::Write)?;
-    }
-    Ok((to_hex(&hasher.finalize()), total))
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE);
+        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for piece in full_rx {
+                hasher.update(&piece);
+                let _ = free_tx.send(piece);
+            }
+            to_hex(&hasher.finalize())
+        });
+        let mut total = 0u64;
+        let mut buffers = 0;
+        let written = loop {
+            let mut buf = match free_rx.try_recv() {
+                Ok(buf) => buf,
+                Err(_) if buffers < PIPELINE + 1 => {
+                    buffers += 1;
+                    Vec::new()
+                }
+                Err(_) => match free_rx.recv() {
+                    Ok(buf) => buf,
+                    Err(_) => break Err(StreamFailure::Decode(hasher_stopped())),
+                },
+            };
+            buf.resize(PIECE, 0);
+            let n = match fill(&mut decoder, &mut buf) {
+                Ok(n) => n,
+                Err(e) => break Err(StreamFailure::Decode(e)),
+            };
+            if n == 0 {
+                break Ok(());
+            }
+            total += n as u64;
+            if total > MAX_DECOMPRESSED {
+                break Err(StreamFailure::Decode(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("more than the {MAX_DECOMPRESSED} bytes allowed"),
+                )));
+            }
+            if let Err(e) = out.write_all(&buf[..n]) {
+                break Err(StreamFailure::Write(e));
+            }
+            buf.truncate(n);
+            if full_tx.send(buf).is_err() {
+                break Err(StreamFailure::Decode(hasher_stopped()));
+            }
+        };
+        drop(full_tx);
+        let sha = hasher
+            .join()
+            .map_err(|_| StreamFailure::Decode(hasher_stopped()));
+        written.and_then(|()| Ok((sha?, total)))
+    })
+}
+
+fn hasher_stopped() -> std::io::Error {
+    std::io::Error::other("the hashing thread stopped")
 }
 
 #[cfg(test)]
@@ -256,8 +412,8 @@ pub(crate) mod tests {
         let data: Vec<u8> = (0..100_000u32)
             .flat_map(|i| (i % 251).to_le_bytes())
             .collect();
-        let (sha, compressed) = hash_and_compress(&data, 3).unwrap();
-        assert_eq!(sha, sha256_hex(&data));
+        let sha = sha256_hex(&data);
+        let compressed = compress(&data, 3).unwrap();
         assert!(compressed.len() < data.len());
         let mut out = Vec::new();
         let (sha2, len) = decompress_into(&compressed, &mut out).unwrap();
@@ -298,6 +454,59 @@ pub(crate) mod tests {
             decompress_to(b"not zstd at all", &mut Vec::new()),
             Err(StreamFailure::Decode(_))
         ));
+    }
+
+    #[test]
+    fn files_are_packed_in_one_read_on_any_number_of_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg");
+        // Several pieces and jobs, and not a multiple of either.
+        let mut data = fake_segment(9, "000000010000000000000007", (5 << 20) + 17, 0);
+        for (i, b) in data.iter_mut().enumerate().skip(64) {
+            *b = ((i * 7) % 251) as u8 ^ (i >> 12) as u8;
+        }
+        std::fs::write(&path, &data).unwrap();
+        for workers in [0, 1, 2] {
+            let packed = pack_file(&path, 3, workers).unwrap();
+            assert_eq!(packed.sha256, sha256_hex(&data), "{workers}");
+            assert_eq!(packed.size, data.len() as u64);
+            assert_eq!(packed.header.unwrap().system_identifier, 9);
+            assert_eq!(packed.stamp, FileStamp::of_path(&path).unwrap());
+            assert!(packed.compressed.len() < data.len());
+            // One frame, with its size: decompress() takes the fast path.
+            assert_eq!(
+                zstd::zstd_safe::get_frame_content_size(&packed.compressed).ok(),
+                Some(Some(data.len() as u64))
+            );
+            assert_eq!(decompress(&packed.compressed).unwrap(), data);
+            let (sha, len) = decompress_to(&packed.compressed, &mut std::io::sink())
+                .ok()
+                .unwrap();
+            assert_eq!((sha, len), (sha256_hex(&data), data.len() as u64));
+        }
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, b"").unwrap();
+        let packed = pack_file(&empty, 3, 2).unwrap();
+        assert_eq!((packed.size, packed.header), (0, None));
+        assert_eq!(decompress(&packed.compressed).unwrap(), b"");
+    }
+
+    #[test]
+    fn a_stamp_changes_with_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let first = FileStamp::of_path(&path).unwrap();
+        assert_eq!(FileStamp::of_path(&path).unwrap(), first);
+        // Same size, rewritten in place: the change time moves on.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, b"abd").unwrap();
+        assert_ne!(FileStamp::of_path(&path).unwrap(), first);
+        // Replaced by another file: another inode.
+        let other = dir.path().join("g");
+        std::fs::write(&other, b"abc").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(FileStamp::of_path(&path).unwrap().ino, first.ino);
     }
 
     #[test]

@@ -227,6 +227,13 @@ impl PosixStorage {
                     continue;
                 }
                 let key = format!("{dir_key}{name}");
+                let sub = format!("{key}/");
+                // Only entries that can match (a file under the prefix, or
+                // a directory on the way to it) are looked at: listing one
+                // WAL file's copies costs one stat, not one per segment.
+                if !(sub.starts_with(prefix) || prefix.starts_with(&sub)) {
+                    continue;
+                }
                 let meta = match std::fs::metadata(entry.path()) {
                     Ok(meta) => meta,
                     // Removed while we list: not there.
@@ -234,10 +241,7 @@ impl PosixStorage {
                     Err(e) => return Err(e),
                 };
                 if meta.is_dir() {
-                    let sub = format!("{key}/");
-                    if sub.starts_with(prefix) || prefix.starts_with(&sub) {
-                        stack.push((entry.path(), sub));
-                    }
+                    stack.push((entry.path(), sub));
                 } else if meta.is_file() && key.starts_with(prefix) {
                     found.push(ObjectMeta {
                         key,
