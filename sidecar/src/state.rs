@@ -107,6 +107,16 @@ struct ExporterSlot {
     login: (String, String),
 }
 
+/// A restart scheduled with `POST /restart {"schedule": ...}`.
+pub struct ScheduledRestart {
+    /// When, in epoch seconds.
+    pub at: u64,
+    /// The request's conditions (role, restart_pending, postgres_version) as given.
+    pub conditions: serde_json::Map<String, serde_json::Value>,
+    /// The task that waits for `at`; aborted by `DELETE /restart`.
+    pub task: tokio::task::AbortHandle,
+}
+
 pub struct Shared {
     /// The member configuration in force (see [`Shared::config`]).
     pub live: Arc<LiveConfig>,
@@ -132,6 +142,8 @@ pub struct Shared {
     running: Mutex<Option<MemberCommand>>,
     /// Wakes the HA loop early (a command, a switchover request).
     pub wake: tokio::sync::Notify,
+    /// The restart `POST /restart` scheduled, if any (one at a time).
+    pub scheduled_restart: Mutex<Option<ScheduledRestart>>,
     /// `[postgresql.callbacks]`: told what happens to PostgreSQL, runs the
     /// configured programs in the background.
     pub callbacks: crate::ha::callbacks::Callbacks,
@@ -171,6 +183,7 @@ impl Shared {
             pending: Mutex::new(None),
             running: Mutex::new(None),
             wake: tokio::sync::Notify::new(),
+            scheduled_restart: Mutex::new(None),
             callbacks,
         })
     }

@@ -10,7 +10,23 @@ use crate::dcs::Dcs;
 /// The member status, always 200.
 pub async fn patroni<D: Dcs>(State(state): State<ApiState<D>>, method: Method) -> Response {
     let status = state.node_status().await;
-    json_or_status(&method, StatusCode::OK, &status)
+    let mut body = serde_json::to_value(&status).expect("the status serializes");
+    // A scheduled restart, as Patroni shows it: its time and conditions.
+    if let Some(scheduled) = state
+        .shared
+        .scheduled_restart
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        let mut shown = scheduled.conditions.clone();
+        shown.insert(
+            "schedule".into(),
+            super::switchover::format_timestamp(scheduled.at).into(),
+        );
+        body["scheduled_restart"] = serde_json::Value::Object(shown);
+    }
+    json_or_status(&method, StatusCode::OK, &body)
 }
 
 /// Timeline history as `[[timeline, lsn, reason, timestamp, new_leader], ...]`.

@@ -86,12 +86,8 @@ pub fn parse_restart(
     let mut filter = RestartFilter::default();
     for (key, value) in body {
         match key.as_str() {
-            "schedule" if value.is_null() => {}
-            "schedule" => {
-                return Err(bad(
-                    "scheduled restarts are not supported by pgpilot: restart now, at the time you want",
-                ))
-            }
+            // Its time is read by the caller ([`schedule_restart`]).
+            "schedule" => {}
             "timeout" => {
                 return Err(bad(
                     "timeout is not supported by pgpilot: a restart waits up to postgresql.pg_ctl_timeout",
@@ -212,14 +208,125 @@ pub async fn restart<D: Dcs>(State(state): State<ApiState<D>>, body: Bytes) -> R
             );
         }
     }
+    if let Some(when) = body.get("schedule").filter(|v| !v.is_null()) {
+        return schedule_restart(&state, when, filter, &body);
+    }
     tracing::info!(?filter, "restart requested through the REST API");
     let limit = command_limit(&state);
     run(&state, MemberCommand::Restart, limit, StatusCode::OK).await
 }
 
-/// Scheduled restarts do not exist, so there is never one to delete.
-pub async fn delete_restart() -> Response {
-    text(StatusCode::NOT_FOUND, "no restarts are scheduled")
+/// `POST /restart` with `schedule`: 202, and the restart runs at that time
+/// if the conditions still hold then (as in Patroni: one scheduled restart
+/// per member, 409 for another; `DELETE /restart` cancels it).
+fn schedule_restart<D: Dcs>(
+    state: &ApiState<D>,
+    when: &Value,
+    filter: RestartFilter,
+    body: &serde_json::Map<String, Value>,
+) -> Response {
+    use super::switchover::{parse_timestamp, ScheduleError};
+    let unprocessable = |m: &str| text(StatusCode::UNPROCESSABLE_ENTITY, m.to_string());
+    let Some(when) = when.as_str() else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "schedule must be a timestamp such as \"2026-12-07T18:00:00+00:00\"",
+        );
+    };
+    let at = match parse_timestamp(when) {
+        Err(ScheduleError::NoTimezone) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Timezone information is mandatory for the scheduled restart",
+            )
+        }
+        Err(ScheduleError::Unparsable) => return unprocessable(
+            "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
+        ),
+        Ok(at) if at < epoch_now() => return unprocessable("Cannot schedule restart in the past"),
+        Ok(at) => at,
+    };
+    let mut slot = state
+        .shared
+        .scheduled_restart
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return text(StatusCode::CONFLICT, "Another restart is already scheduled");
+    }
+    let mut conditions = body.clone();
+    conditions.remove("schedule");
+    let task = tokio::spawn(run_scheduled(state.clone(), at, filter));
+    *slot = Some(crate::state::ScheduledRestart {
+        at,
+        conditions,
+        task: task.abort_handle(),
+    });
+    tracing::info!(schedule = %when, "restart scheduled through the REST API");
+    text(StatusCode::ACCEPTED, "Restart scheduled")
+}
+
+fn epoch_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Wait for `at`, then restart if the conditions hold.
+async fn run_scheduled<D: Dcs>(state: ApiState<D>, at: u64, filter: RestartFilter) {
+    tokio::time::sleep(Duration::from_secs(at.saturating_sub(epoch_now()))).await;
+    let taken = state
+        .shared
+        .scheduled_restart
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if taken.is_none() {
+        return;
+    }
+    let status = state.node_status().await;
+    let paused = state.shared.dynamic().pause;
+    if paused
+        || !restart_matches(
+            &filter,
+            status.role,
+            status.pending_restart,
+            status.server_version,
+        )
+    {
+        tracing::info!(
+            paused,
+            "the scheduled restart is skipped: its conditions do not hold now"
+        );
+        return;
+    }
+    tracing::info!("carrying out the scheduled restart");
+    match state.shared.submit(MemberCommand::Restart) {
+        Ok(receiver) => match receiver.await {
+            Ok(Ok(m)) => tracing::info!("scheduled restart: {m}"),
+            Ok(Err(m)) => tracing::warn!("scheduled restart failed: {m}"),
+            Err(_) => tracing::warn!("scheduled restart: the HA loop stopped"),
+        },
+        Err(busy) => tracing::warn!("scheduled restart not carried out: {busy}"),
+    }
+}
+
+/// `DELETE /restart`: cancel the scheduled restart.
+pub async fn delete_restart<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
+    let taken = state
+        .shared
+        .scheduled_restart
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    match taken {
+        Some(scheduled) => {
+            scheduled.task.abort();
+            tracing::info!("the scheduled restart was cancelled through the REST API");
+            text(StatusCode::OK, "scheduled restart deleted")
+        }
+        None => text(StatusCode::NOT_FOUND, "no restarts are scheduled"),
+    }
 }
 
 /// Re-read the member file as SIGHUP does (Patroni's `/reload` re-reads
@@ -332,9 +439,13 @@ mod tests {
         let (_, m) =
             parse_restart(&obj(json!({"schedule": "2030-01-01T00:00:00Z"})), true).unwrap_err();
         assert_eq!(m, "Can't schedule restart in the paused state");
-        let (_, m) =
-            parse_restart(&obj(json!({"schedule": "2030-01-01T00:00:00Z"})), false).unwrap_err();
-        assert!(m.contains("not supported"), "{m}");
+        // The time itself is read by schedule_restart.
+        let f = parse_restart(
+            &obj(json!({"schedule": "2030-01-01T00:00:00Z", "role": "replica"})),
+            false,
+        )
+        .unwrap();
+        assert_eq!(f.role, Some(Role::Replica));
     }
 
     #[test]

@@ -132,7 +132,7 @@ pub fn router<D: Dcs>(state: ApiState<D>) -> Router {
         .route("/failover", post(switchover::post_failover::<D>))
         .route(
             "/restart",
-            post(member::restart::<D>).delete(member::delete_restart),
+            post(member::restart::<D>).delete(member::delete_restart::<D>),
         )
         .route("/reload", post(member::reload::<D>))
         .route("/reinitialize", post(member::reinitialize::<D>))

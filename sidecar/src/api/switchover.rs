@@ -157,8 +157,16 @@ pub fn parse_timestamp(text: &str) -> Result<u64, ScheduleError> {
         .map_err(|_| ScheduleError::Unparsable)?
         .as_secs() as i64
         - offset;
-    u64::try_from(epoch).map_err(|_| ScheduleError::Unparsable)
+    // Up to the end of year 9999 (an offset can push a time past it), which
+    // is as far as RFC 3339, and format_timestamp, go.
+    u64::try_from(epoch)
+        .ok()
+        .filter(|e| *e < END_OF_YEAR_9999)
+        .ok_or(ScheduleError::Unparsable)
 }
+
+/// 10000-01-01T00:00:00Z in epoch seconds.
+const END_OF_YEAR_9999: u64 = 253_402_300_800;
 
 /// RFC 3339 in UTC, the form stored in the `failover` key.
 pub fn format_timestamp(epoch: u64) -> String {
