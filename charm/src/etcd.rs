@@ -116,9 +116,7 @@ impl TlsCopy {
 
 /// The listener keys of a member at `level`: client listeners, advertised
 /// client URL, peer listener and advertised peer URL, with etcd's copy of
-/// the certificate (unset when plain) and the peer address check skipped
-/// (a peer's certificate must still come from the CA: units that share an
-/// address, as in the test model, would otherwise refuse each other).
+/// the certificate (unset when plain).
 pub fn listener_keys(ip: &str, level: Level, copy: Option<&TlsCopy>) -> Vec<(String, Value)> {
     let http = client_url(ip);
     let https = client_url_as(&http, true);
@@ -138,10 +136,6 @@ pub fn listener_keys(ip: &str, level: Level, copy: Option<&TlsCopy>) -> Vec<(Str
     .into_iter()
     .map(|(k, v)| (k.to_string(), Value::from(v)))
     .collect();
-    keys.push((
-        "etcd.peer-skip-client-san-verification".into(),
-        if tls { Value::Bool(true) } else { Value::Null },
-    ));
     keys.extend(TlsCopy::snap_keys(copy.filter(|_| tls)));
     keys
 }
@@ -488,10 +482,6 @@ mod tests {
             assert_eq!(get(level, "etcd.initial-advertise-peer-urls"), peer);
             let tls = level != Level::Plain;
             assert_eq!(get(level, "etcd-tls.key").as_str() == Some("K"), tls);
-            assert_eq!(
-                get(level, "etcd.peer-skip-client-san-verification").as_bool(),
-                tls.then_some(true)
-            );
             assert_eq!(Level::parse(Some(level.as_str())), level);
         }
         assert_eq!(Level::parse(Some("junk")), Level::Plain);

@@ -53,8 +53,45 @@ impl Ca {
         Ok(std::fs::read_to_string(&self.cert)?)
     }
 
-    /// Sign `csr` (its extensions copied: the SANs the unit asked for)
-    /// with a new serial: (certificate PEM, serial in hex as openssl prints it).
+    /// The extensions of the certificate for `csr` (written to
+    /// `NAME.ext`): the SANs and key usages the unit asked for, plus
+    /// `IP:127.0.0.1`. The one deviation from the real provider, for the
+    /// simulated network: every unit here dials from 127.0.0.1 (one shared
+    /// loopback), and etcd checks a connecting peer's certificate against
+    /// the address it dials from — on LXD each unit dials from its own
+    /// address, which it asks for.
+    fn extensions(&self, name: &str) -> anyhow::Result<String> {
+        let out = Command::new("openssl")
+            .args(["req", "-noout", "-text", "-in"])
+            .arg(self.dir.join(format!("{name}.csr")))
+            .output()?;
+        anyhow::ensure!(out.status.success(), "openssl req -text: {}", text(&out));
+        let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        // The line after an extension's name holds its values.
+        let ext = |which: &str| -> String {
+            let mut lines = shown.lines();
+            lines.find(|l| l.trim().starts_with(which));
+            lines
+                .next()
+                .map(|l| l.trim().replace(", ", ","))
+                .unwrap_or_default()
+        };
+        let sans = ext("X509v3 Subject Alternative Name").replace("IP Address:", "IP:");
+        let usages = ext("X509v3 Extended Key Usage")
+            .replace("TLS Web Server Authentication", "serverAuth")
+            .replace("TLS Web Client Authentication", "clientAuth");
+        let mut lines = format!("subjectAltName={sans},IP:127.0.0.1\n");
+        if !usages.is_empty() {
+            lines.push_str(&format!("extendedKeyUsage={usages}\n"));
+        }
+        let file = format!("{name}.ext");
+        std::fs::write(self.dir.join(&file), lines)?;
+        Ok(file)
+    }
+
+    /// Sign `csr` (the SANs and usages the unit asked for, see
+    /// [`Ca::extensions`]) with a new serial: (certificate PEM, serial in
+    /// hex as openssl prints it).
     fn sign(&mut self, csr: &str) -> anyhow::Result<(String, String)> {
         self.serial += 1;
         let name = format!("req{}", self.serial);
@@ -62,6 +99,7 @@ impl Ca {
             self.dir.join(format!("{name}.csr")),
             format!("{}\n", csr.trim()),
         )?;
+        let ext = self.extensions(&name)?;
         openssl(
             &self.dir,
             &[
@@ -77,8 +115,8 @@ impl Ca {
                 &self.serial.to_string(),
                 "-days",
                 "1",
-                "-copy_extensions",
-                "copyall",
+                "-extfile",
+                &ext,
                 "-out",
                 &format!("{name}.pem"),
             ],
@@ -100,7 +138,7 @@ impl Ca {
             format!(
                 "[ca]\ndefault_ca = this\n[this]\ndatabase = {dir}/index.txt\n\
                  new_certs_dir = {dir}/issued\nserial = {dir}/serial\ndefault_md = sha256\n\
-                 policy = any\ncopy_extensions = copyall\nunique_subject = no\n\
+                 policy = any\nunique_subject = no\n\
                  [any]\ncommonName = supplied\n"
             ),
         )?;
@@ -113,6 +151,7 @@ impl Ca {
         };
         let (start, end) = (date("-30 days")?, date("+1 hour")?);
         std::fs::write(self.dir.join("expiring.csr"), format!("{}\n", csr.trim()))?;
+        let ext = self.extensions("expiring")?;
         openssl(
             &self.dir,
             &[
@@ -126,6 +165,8 @@ impl Ca {
                 "ca.key",
                 "-in",
                 "expiring.csr",
+                "-extfile",
+                &ext,
                 "-out",
                 "expiring.pem",
                 "-notext",

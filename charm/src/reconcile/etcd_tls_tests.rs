@@ -32,7 +32,6 @@ fn on_tls(me: usize, stage: &str, level: Level, cert: &str) -> Observed {
     o.snap_config["tls"] = json!({"cert": cert, "key": KEY, "ca": "CA"});
     if level != Level::Plain {
         o.snap_config["etcd-tls"] = json!({"cert": cert, "key": KEY, "ca": "CA"});
-        o.snap_config["etcd"]["peer-skip-client-san-verification"] = json!(true);
     }
     let peer = o.peer.as_mut().unwrap();
     for bag in peer.unit_data.values_mut() {
@@ -116,7 +115,7 @@ fn the_leader_loads_its_certificate_first() {
             "app etcd-tls=loaded",
             "app etcd-tls-restart=postgresql-0",
             "snap set etcd.listen-client-urls=http://10.0.0.1:2379,https://10.0.0.1:2378 \
-             etcd.peer-skip-client-san-verification=true etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
+             etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
             "wait http://10.0.0.1:2379",
             "unit etcd-tls=loaded",
         ],
@@ -147,7 +146,7 @@ fn the_leader_loads_its_certificate_first() {
         granted,
         &[
             "snap set etcd.listen-client-urls=http://10.0.0.2:2379,https://10.0.0.2:2378 \
-             etcd.peer-skip-client-san-verification=true etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
+             etcd-tls.cert=C1 etcd-tls.key=KEY etcd-tls.ca=CA",
             "wait http://10.0.0.2:2379",
             "unit etcd-tls=loaded",
         ],

@@ -74,11 +74,6 @@ struct Tree {
     /// Milliseconds (etcd's default 1000).
     #[serde(default)]
     election_timeout: Option<u32>,
-    /// etcd's `experimental-peer-skip-client-san-verification`: a peer's
-    /// certificate must come from the CA, but need not name the address the
-    /// connection comes from (members behind one address, or NAT).
-    #[serde(default)]
-    peer_skip_client_san_verification: bool,
 }
 
 fn default_state() -> String {
@@ -400,9 +395,6 @@ pub fn render(
     if let Some(tls) = &tree.peer_tls {
         tls_block(&mut config, "peer-transport-security", tls);
     }
-    if tree.peer_skip_client_san_verification {
-        config.push_str("experimental-peer-skip-client-san-verification: true\n");
-    }
 
     let mut env = format!("ETCDCTL_ENDPOINTS={}\n", shell_quote(&lists[1].1.join(",")));
     let client_ca = tree
@@ -510,7 +502,6 @@ mod tests {
         t["listen-peer-urls"] = json!("https://127.0.0.11:2380");
         t["initial-advertise-peer-urls"] = json!("https://127.0.0.11:2380");
         t["initial-cluster"] = json!("m1=https://127.0.0.11:2380,m2=http://127.0.0.12:2380");
-        t["peer-skip-client-san-verification"] = json!(true);
         assert_eq!(err(&t).key, "etcd.listen-client-urls");
         let Outcome::Ready(r) = render(&t, &paths(), Some(&files)).unwrap() else {
             panic!("missing")
@@ -520,16 +511,8 @@ mod tests {
         let peer = "peer-transport-security:\n  cert-file: \"/s/etc/etcd/cert.pem\"\n  key-file: \"/s/etc/etcd/key.pem\"\n  trusted-ca-file: \"/s/etc/etcd/ca.pem\"\n  client-cert-auth: true\n";
         assert!(r.config.contains(peer), "{}", r.config);
         assert!(r
-            .config
-            .contains("experimental-peer-skip-client-san-verification: true\n"));
-        assert!(r
             .etcdctl_env
             .contains("ETCDCTL_CACERT='/s/etc/etcd/ca.pem'\n"));
-        // Without the skip key etcd checks the address (its default).
-        let Outcome::Ready(r) = render(&tree(), &paths(), Some(&files)).unwrap() else {
-            panic!("missing")
-        };
-        assert!(!r.config.contains("skip-client-san"));
         // An explicit client block wins over the copy.
         let mut t = tree();
         t["client-tls"] = json!({"cert-file": "/x/c.pem", "key-file": "/x/k.pem"});
