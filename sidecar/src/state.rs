@@ -143,7 +143,7 @@ pub struct Shared {
     /// Wakes the HA loop early (a command, a switchover request).
     pub wake: tokio::sync::Notify,
     /// The restart `POST /restart` scheduled, if any (one at a time).
-    pub scheduled_restart: Mutex<Option<ScheduledRestart>>,
+    scheduled_restart: Mutex<Option<ScheduledRestart>>,
     /// `[postgresql.callbacks]`: told what happens to PostgreSQL, runs the
     /// configured programs in the background.
     pub callbacks: crate::ha::callbacks::Callbacks,
@@ -186,6 +186,13 @@ impl Shared {
             scheduled_restart: Mutex::new(None),
             callbacks,
         })
+    }
+
+    /// The scheduled restart's slot (see [`ScheduledRestart`]).
+    pub fn scheduled_restart(&self) -> std::sync::MutexGuard<'_, Option<ScheduledRestart>> {
+        self.scheduled_restart
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// The member configuration in force: what pgpilot started with, plus

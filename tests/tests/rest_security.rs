@@ -9,7 +9,8 @@ use pgpilot::client::{ApiClient, ClientError, Reply};
 use pgpilot::tls::ClientTls;
 use pgpilot_e2e::http::Method;
 use pgpilot_e2e::openssl::{issue, self_signed_ca};
-use pgpilot_e2e::{wait_until, Cluster, RunOutput};
+use pgpilot_e2e::ops::ctl_with_config as ctl;
+use pgpilot_e2e::{wait_until, Cluster};
 use serde_json::{json, Value};
 
 const READY: Duration = Duration::from_secs(120);
@@ -36,32 +37,6 @@ fn with_credentials(config: &str) -> String {
         "[api]\nusername = \"admin\"\npassword = \"s3cret:pw\"\n",
         1,
     )
-}
-
-async fn ctl(config: &Path, args: &[&str]) -> anyhow::Result<RunOutput> {
-    let bin = pgpilot_e2e::pgpilot_bin()?;
-    let started = std::time::Instant::now();
-    let out = tokio::time::timeout(
-        Duration::from_secs(180),
-        tokio::process::Command::new(&bin)
-            .arg("ctl")
-            .arg("-c")
-            .arg(config)
-            .args(args)
-            .env_remove("PGPILOT_CONFIG")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("pgpilot ctl {args:?} did not finish"))??;
-    Ok(RunOutput {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: started.elapsed(),
-        timed_out: false,
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

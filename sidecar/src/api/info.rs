@@ -12,13 +12,7 @@ pub async fn patroni<D: Dcs>(State(state): State<ApiState<D>>, method: Method) -
     let status = state.node_status().await;
     let mut body = serde_json::to_value(&status).expect("the status serializes");
     // A scheduled restart, as Patroni shows it: its time and conditions.
-    if let Some(scheduled) = state
-        .shared
-        .scheduled_restart
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-    {
+    if let Some(scheduled) = state.shared.scheduled_restart().as_ref() {
         let mut shown = scheduled.conditions.clone();
         shown.insert(
             "schedule".into(),

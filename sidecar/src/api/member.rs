@@ -246,11 +246,7 @@ fn schedule_restart<D: Dcs>(
         Ok(at) if at < epoch_now() => return unprocessable("Cannot schedule restart in the past"),
         Ok(at) => at,
     };
-    let mut slot = state
-        .shared
-        .scheduled_restart
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut slot = state.shared.scheduled_restart();
     if slot.is_some() {
         return text(StatusCode::CONFLICT, "Another restart is already scheduled");
     }
@@ -275,12 +271,7 @@ fn epoch_now() -> u64 {
 /// Wait for `at`, then restart if the conditions hold.
 async fn run_scheduled<D: Dcs>(state: ApiState<D>, at: u64, filter: RestartFilter) {
     tokio::time::sleep(Duration::from_secs(at.saturating_sub(epoch_now()))).await;
-    let taken = state
-        .shared
-        .scheduled_restart
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let taken = state.shared.scheduled_restart().take();
     if taken.is_none() {
         return;
     }
@@ -313,12 +304,7 @@ async fn run_scheduled<D: Dcs>(state: ApiState<D>, at: u64, filter: RestartFilte
 
 /// `DELETE /restart`: cancel the scheduled restart.
 pub async fn delete_restart<D: Dcs>(State(state): State<ApiState<D>>) -> Response {
-    let taken = state
-        .shared
-        .scheduled_restart
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
+    let taken = state.shared.scheduled_restart().take();
     match taken {
         Some(scheduled) => {
             scheduled.task.abort();
