@@ -188,3 +188,132 @@ async fn diverged_former_primary_is_rewound_and_streams() -> anyhow::Result<()> 
 async fn diverged_former_primary_restarted_at_once_is_rewound() -> anyhow::Result<()> {
     diverged_primary_rejoins(Restart::AtOnce).await
 }
+
+/// Is there a pg_rewind in `log` (pgpilot's "running pg_rewind", or the
+/// crash recovery it runs first)?
+fn rewound(log: &str) -> bool {
+    log.contains("running pg_rewind") || log.contains("crash recovery in single-user mode")
+}
+
+/// Issue 14, item 5: a switchover leaves nothing to rewind. The old
+/// primary stops cleanly, the successor has its shutdown checkpoint before
+/// promoting, so the old primary follows the new timeline without pg_rewind
+/// and receives the new leader's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switched_over_primary_rejoins_without_rewind() -> anyhow::Result<()> {
+    let fc = FaultCluster::builder().members(3).start().await?;
+    let old = fc.wait_ready(READY).await?;
+    let target = (0..3).find(|&i| i != old).expect("3 members");
+    fc.execute(
+        old,
+        "CREATE TABLE e2e_sw (id int PRIMARY KEY); INSERT INTO e2e_sw VALUES (1)",
+    )
+    .await?;
+    fc.wait_value(target, "SELECT count(*)::text FROM e2e_sw", "1", REPLICATE)
+        .await?;
+    let asked = Instant::now();
+    let (status, body) = pgpilot_e2e::ops::call(
+        &fc,
+        old,
+        pgpilot_e2e::http::Method::POST,
+        "/switchover",
+        Some(serde_json::json!({"leader": fc.name(old), "candidate": fc.name(target)})),
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "switchover refused: {status} {body}");
+    fc.wait_streaming_to(target, old, REJOIN).await?;
+    let rejoined = asked.elapsed();
+    fc.execute(target, "INSERT INTO e2e_sw VALUES (2)").await?;
+    let replicated = fc
+        .wait_value(old, "SELECT count(*)::text FROM e2e_sw", "2", REPLICATE)
+        .await;
+    let log = fc.member(old).log();
+    eprintln!(
+        "switchover {} -> {}: the old primary streams from the new one {:.2}s after the request, {}",
+        fc.name(old),
+        fc.name(target),
+        rejoined.as_secs_f64(),
+        if rewound(&log) { "after a pg_rewind" } else { "without pg_rewind" }
+    );
+    anyhow::ensure!(
+        !rewound(&log),
+        "the old primary ran pg_rewind\n{}",
+        fc.logs(60)
+    );
+    replicated.map_err(|e| fc.with_logs(e))
+}
+
+/// Issue 14, item 5: a leader cut from etcd is fenced (an immediate stop:
+/// no shutdown checkpoint). Nothing was being written, so its replicas had
+/// all its WAL and the new leader's timeline did not fork from anything it
+/// has: once the link heals it reads where its WAL ends, finds it before the
+/// switch point, and follows the new leader without pg_rewind (nor the
+/// single-user crash recovery pg_rewind needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_primary_with_nothing_unsent_rejoins_without_rewind() -> anyhow::Result<()> {
+    let fc = FaultCluster::builder()
+        .members(3)
+        .etcd_proxies()
+        .start()
+        .await?;
+    let old = fc.wait_ready(READY).await?;
+    fc.execute(
+        old,
+        "CREATE TABLE e2e_fence (id int PRIMARY KEY); INSERT INTO e2e_fence VALUES (1)",
+    )
+    .await?;
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    for &r in &replicas {
+        fc.wait_value(r, "SELECT count(*)::text FROM e2e_fence", "1", REPLICATE)
+            .await?;
+    }
+    fc.proxy(old).cut();
+    let (new_leader, _) = fc.wait_other_leader(&[old], FAILOVER).await?;
+    fc.wait_published_timeline(new_leader, 2, Duration::from_secs(60))
+        .await?;
+    let healed = Instant::now();
+    fc.proxy(old).heal();
+    let rejoined = fc.wait_streaming_to(new_leader, old, REJOIN).await;
+    let after_heal = healed.elapsed();
+    let replicated = match &rejoined {
+        Ok(()) => {
+            fc.execute(new_leader, "INSERT INTO e2e_fence VALUES (2)")
+                .await?;
+            fc.wait_value(old, "SELECT count(*)::text FROM e2e_fence", "2", REPLICATE)
+                .await
+        }
+        Err(_) => Ok(()),
+    };
+    let log = fc.member(old).log();
+    eprintln!(
+        "{} fenced, {} leads; healed: streaming from it {:.2}s later, {}",
+        fc.name(old),
+        fc.name(new_leader),
+        after_heal.as_secs_f64(),
+        if rewound(&log) {
+            "after a pg_rewind"
+        } else {
+            "without pg_rewind"
+        }
+    );
+    let mut problems = Vec::new();
+    if let Err(e) = &rejoined {
+        problems.push(format!("the fenced primary did not rejoin: {e:#}"));
+    }
+    if let Err(e) = &replicated {
+        problems.push(format!("a new row did not reach the fenced primary: {e:#}"));
+    }
+    if rewound(&log) {
+        problems.push("the fenced primary ran pg_rewind though it had not diverged".into());
+    }
+    if !log.contains("stopped without a shutdown checkpoint") {
+        problems.push("the fenced primary's log does not say where its WAL ends".into());
+    }
+    anyhow::ensure!(
+        problems.is_empty(),
+        "{}\n{}",
+        problems.join("\n"),
+        fc.logs(60)
+    );
+    Ok(())
+}

@@ -134,6 +134,11 @@ impl<D: Dcs> Ha<D> {
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 self.following = None;
                 self.set_pg_state(PgState::Running, Role::Primary);
+                // The switch point first: a former primary that sees the new
+                // timeline published compares its WAL with it (ha::rejoin).
+                if let Err(e) = self.record_history(view, before).await {
+                    tracing::warn!(error = %e, "cannot record the timeline history");
+                }
                 // Publish the new role and timeline at once (rejoining
                 // members wait for it).
                 if let Ok(observation) = pg.observe().await {
@@ -151,9 +156,6 @@ impl<D: Dcs> Ha<D> {
                     .await
                 {
                     tracing::warn!(error = %e, "checkpoint after promotion failed");
-                }
-                if let Err(e) = self.record_history(view, before).await {
-                    tracing::warn!(error = %e, "cannot record the timeline history");
                 }
                 Ok(true)
             }
