@@ -5,6 +5,8 @@
 //! loop in `ha::run` observes, calls [`decide`], and executes. "Why did node X
 //! promote?" is answered in this file.
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use crate::cluster::{ClusterView, FailoverRequest, PgState, Role};
@@ -92,6 +94,18 @@ pub struct Inputs<'a> {
     /// was undone; it fails the same way again (a missing label, a target
     /// past the archived WAL), so it is not retried until pgpilot restarts.
     pub bootstrap_failed: bool,
+    /// The last bootstrap (initdb) failed: why, and how long until the
+    /// next try ([`bootstrap_backoff`]); `None` once that time has come.
+    pub bootstrap_retry: Option<(Duration, &'a str)>,
+}
+
+/// How long to wait before bootstrap attempt `failures + 1`: loop_wait,
+/// doubling with each failure, at most five minutes.
+pub fn bootstrap_backoff(loop_wait: Duration, failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(300);
+    2u32.checked_pow(failures.saturating_sub(1))
+        .and_then(|factor| loop_wait.checked_mul(factor))
+        .map_or(MAX, |d| d.min(MAX))
 }
 
 /// One step for the executor, in the order given. The executor stops at the
@@ -294,6 +308,13 @@ fn decide_empty(i: &Inputs, i_lead: bool, other_leader: Option<String>) -> Decis
             "cluster not initialized; my bootstrap from a backup failed (the error is \
              logged above): fix [bootstrap_from] and restart pgpilot to try again",
         ),
+        (None, _) if i.bootstrap_retry.is_some() => {
+            let (left, why) = i.bootstrap_retry.expect("checked");
+            Decision::wait(format!(
+                "cluster not initialized; my last bootstrap failed ({why}): trying again in {}s",
+                left.as_secs().max(1)
+            ))
+        }
         (None, _) => Decision::new(
             vec![Action::Bootstrap],
             "cluster not initialized: racing to bootstrap it",

@@ -108,6 +108,8 @@ struct Local {
     down_for: Option<u64>,
     rewind_failed: bool,
     bootstrap_failed: bool,
+    /// Seconds until the next bootstrap may start, after a failed one.
+    bootstrap_retry_in: Option<u64>,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -142,6 +144,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         down_for: Some(0),
         rewind_failed: false,
         bootstrap_failed: false,
+        bootstrap_retry_in: None,
     }
 }
 
@@ -198,6 +201,9 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
         primary_down_since: l.down_for.map(|d| now - Duration::from_secs(d)),
         rewind_failed: l.rewind_failed,
         bootstrap_failed: l.bootstrap_failed,
+        bootstrap_retry: l
+            .bootstrap_retry_in
+            .map(|s| (Duration::from_secs(s), "initdb failed")),
         now,
         peers: &l.peers,
         following: l.following,
@@ -247,6 +253,8 @@ async fn new_member_with_empty_data_directory() {
     nofailover.tags.nofailover = true;
     let mut gave_up = empty();
     gave_up.bootstrap_failed = true;
+    let mut backing_off = empty();
+    backing_off.bootstrap_retry_in = Some(4);
     check(
         "empty data directory",
         vec![
@@ -266,6 +274,12 @@ async fn new_member_with_empty_data_directory() {
                 "a failed bootstrap from a backup is not retried",
                 Cluster::new().view(),
                 gave_up,
+                vec![],
+            ),
+            (
+                "a failed initdb: wait for the backoff",
+                Cluster::new().view(),
+                backing_off,
                 vec![],
             ),
             (
@@ -997,4 +1011,26 @@ fn schedules_parse_with_offsets() {
         Some(1_704_067_200)
     );
     assert_eq!(parse_schedule("tomorrow"), None);
+}
+
+#[test]
+fn bootstrap_backoff_doubles_up_to_five_minutes() {
+    use super::bootstrap_backoff;
+    let s = Duration::from_secs;
+    for (loop_wait, failures, want) in [
+        (2, 1, 2),
+        (2, 2, 4),
+        (2, 3, 8),
+        (2, 8, 256),
+        (2, 9, 300),
+        (10, 40, 300),
+        (2, u32::MAX, 300),
+        (9_000_000_000, 1, 300),
+    ] {
+        assert_eq!(
+            bootstrap_backoff(s(loop_wait), failures),
+            s(want),
+            "loop_wait {loop_wait}, failures {failures}"
+        );
+    }
 }

@@ -272,6 +272,7 @@ impl<D: Dcs> Ha<D> {
         match created {
             Ok(system_id) => {
                 tracing::info!(%system_id, "cluster bootstrapped");
+                self.bootstrap_retry = None;
                 // The starts and stops of the bootstrap itself are not
                 // announced (Patroni neither): only the primary it leaves.
                 self.announce(Event::Started(Role::Primary));
@@ -288,6 +289,15 @@ impl<D: Dcs> Ha<D> {
                 self.set_pg_state(PgState::InitdbFailed, Role::Uninitialized);
                 // A backup that cannot be restored fails the same way again.
                 self.bootstrap_failed = from_backup.is_some();
+                // initdb may: try again, less and less often.
+                let failures = self.bootstrap_retry.as_ref().map_or(0, |r| r.failures) + 1;
+                let wait = super::decide::bootstrap_backoff(dynamic.loop_wait(), failures);
+                tracing::warn!(failures, "next bootstrap attempt in {}s", wait.as_secs());
+                self.bootstrap_retry = Some(BootstrapRetry {
+                    failures,
+                    at: tokio::time::Instant::now() + wait,
+                    why: e.to_string(),
+                });
                 Err(e)
             }
         }

@@ -46,6 +46,13 @@ pub enum HaError {
     Other(String),
 }
 
+/// Failed bootstraps (initdb): how many in a row, when the next may start, why.
+struct BootstrapRetry {
+    failures: u32,
+    at: tokio::time::Instant,
+    why: String,
+}
+
 pub struct Ha<D: Dcs> {
     dcs: Arc<D>,
     shared: Arc<Shared>,
@@ -64,6 +71,8 @@ pub struct Ha<D: Dcs> {
     rewind_failed: bool,
     /// The bootstrap from a backup failed: not retried until a restart.
     bootstrap_failed: bool,
+    /// The last bootstraps failed: when the next may start, and why.
+    bootstrap_retry: Option<BootstrapRetry>,
     /// Standbys PostgreSQL is told to wait for (sync mode, leader only).
     sync_standbys: Vec<String>,
     /// Leader only: slots kept for members that left, since when ([`slots::plan`]).
@@ -99,6 +108,7 @@ impl<D: Dcs> Ha<D> {
             primary_down_since: None,
             rewind_failed: false,
             bootstrap_failed: false,
+            bootstrap_retry: None,
             sync_standbys: Vec::new(),
             slot_departures: BTreeMap::new(),
             wal_end: None,
@@ -400,6 +410,10 @@ impl<D: Dcs> Ha<D> {
             following: self.following.as_deref(),
             rewind_failed: self.rewind_failed,
             bootstrap_failed: self.bootstrap_failed,
+            bootstrap_retry: self.bootstrap_retry.as_ref().and_then(|r| {
+                let now = tokio::time::Instant::now();
+                (r.at > now).then(|| (r.at - now, r.why.as_str()))
+            }),
         });
         log_decision(&decision);
         let my_lease = self.dcs.lease_id();
