@@ -216,7 +216,7 @@ fn json_config(config: &DynamicConfig) -> Response {
 
 /// `If-Match: "<revision>"` (an extension `pgpilot ctl edit-config` uses):
 /// change the configuration only if it still is at that etcd revision.
-fn expected_revision(headers: &HeaderMap) -> Result<Option<i64>, String> {
+pub(crate) fn expected_revision(headers: &HeaderMap) -> Result<Option<i64>, String> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(None);
     };

@@ -3,7 +3,7 @@
 //! (and, being pure, never a hang) — and a value it accepts holds up: a
 //! configuration it accepts validates, its durations fit in an `Instant`.
 //!
-//! Case counts are fixed so the suite stays fast (about 2 s for all of
+//! Case counts are fixed so the suite stays fast (about 1-3 s for all of
 //! them in a debug build): [`CASES`] per property, [`FEW`] for the ones that
 //! build a whole member file or JSON document per case.
 
@@ -275,6 +275,24 @@ proptest! {
                 prop_assert!(String::from_utf8_lossy(h).contains("dTpw"), "{:?}", h);
             }
         }
+    }
+
+    /// `If-Match` on PATCH/PUT /config: any bytes; a revision only when the
+    /// header holds one.
+    #[test]
+    fn if_match_header(value in prop::collection::vec(any::<u8>(), 0..24), revision in any::<i64>()) {
+        use axum::http::{header, HeaderMap, HeaderValue};
+        use crate::api::config::expected_revision;
+        if let Ok(v) = HeaderValue::from_bytes(&value) {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::IF_MATCH, v);
+            if let Ok(Some(r)) = expected_revision(&headers) {
+                prop_assert!(String::from_utf8_lossy(&value).contains(&r.to_string()));
+            }
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(header::IF_MATCH, HeaderValue::from_str(&format!("\"{revision}\"")).unwrap());
+        prop_assert_eq!(expected_revision(&headers), Ok(Some(revision)));
     }
 
     /// A parameter value against any pg_settings row.
