@@ -1,29 +1,34 @@
 //! pgpilot: a high-availability and backup companion for PostgreSQL.
 //!
-//! The library holds everything; `main.rs` only parses the command line.
+//! The library holds everything; `main.rs` only parses the command line
+//! and sets up the process. Public modules are those the binary and the
+//! tests crate use (docs/design.md has the module map and its layers); the
+//! others are the crate's own. The storage conformance suite is compiled
+//! only for tests and with the `testing` feature, which the tests crate
+//! enables.
 
 pub mod api;
 pub mod archive;
 pub mod backup;
 pub mod client;
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod daemon;
-pub mod dcs;
+pub(crate) mod dcs;
 pub mod demo;
 pub mod dynamic;
 pub mod ha;
 pub mod logging;
-pub mod member_file;
-pub mod metrics;
-pub mod pidfile;
-pub mod postgres;
+pub(crate) mod member_file;
+pub(crate) mod metrics;
+pub(crate) mod pidfile;
+pub(crate) mod postgres;
 pub mod repo;
-pub mod secret;
+pub(crate) mod secret;
 pub mod snap;
-pub mod state;
-pub mod status;
+pub(crate) mod state;
+pub(crate) mod status;
 pub mod tls;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

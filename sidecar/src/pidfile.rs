@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -19,7 +19,6 @@ use nix::fcntl::{Flock, FlockArg};
 /// The locked pid file of this process; the lock goes with the process.
 pub struct PidFile {
     _lock: Flock<File>,
-    pub path: PathBuf,
 }
 
 /// Write this process's pid to `path` and hold the lock on it. `Err` when
@@ -55,7 +54,6 @@ pub fn hold(path: &Path) -> Result<PidFile, String> {
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     Ok(PidFile {
         _lock: lock,
-        path: path.to_path_buf(),
     })
 }
 

@@ -189,14 +189,6 @@ impl EtcdDcs {
         *self.ttl.lock().unwrap() = ttl;
     }
 
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn key(&self, relative: &str) -> String {
         format!("{}{relative}", self.prefix)
     }
@@ -255,17 +247,6 @@ impl EtcdDcs {
                 .and_then([TxnOp::put(key, value, None)]),
         )
         .await
-    }
-
-    /// Is there a live member key with this name (someone else's lease)?
-    pub async fn member_key_exists(&self) -> DcsResult<bool> {
-        let response = self
-            .client
-            .kv_client()
-            .get(self.member_key(), None)
-            .await
-            .map_err(map_err)?;
-        Ok(!response.kvs().is_empty())
     }
 }
 

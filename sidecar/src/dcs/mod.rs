@@ -3,6 +3,9 @@
 //! `memory` is an in-process store with leases for unit tests.
 
 pub mod etcd;
+/// The in-memory store of the unit tests (the HA decision's tables):
+/// compiled only for them, never into the release binary.
+#[cfg(test)]
 pub mod memory;
 
 use std::future::Future;

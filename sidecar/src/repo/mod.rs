@@ -23,6 +23,10 @@
 /// The `[backup]` section's schema is plain data: [`crate::config::backup`];
 /// this name stays for the paths that use it.
 pub use crate::config::backup as config;
+/// The storage conformance suite: compiled for tests and with the
+/// `testing` feature (the tests crate runs it on S3), never into the
+/// release binary.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod identity;
 pub mod layout;
