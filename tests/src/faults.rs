@@ -197,6 +197,17 @@ impl FaultCluster {
         FaultClusterBuilder::default()
     }
 
+    /// Ok when `problems` is empty; otherwise all of them, with the logs.
+    pub fn verdict(&self, problems: &[String]) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            problems.is_empty(),
+            "{}\n{}",
+            problems.join("\n"),
+            self.logs(60)
+        );
+        Ok(())
+    }
+
     pub fn ttl(&self) -> Duration {
         self.ttl
     }

@@ -309,11 +309,5 @@ async fn fenced_primary_with_nothing_unsent_rejoins_without_rewind() -> anyhow::
     if !log.contains("stopped without a shutdown checkpoint") {
         problems.push("the fenced primary's log does not say where its WAL ends".into());
     }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        fc.logs(60)
-    );
-    Ok(())
+    fc.verdict(&problems)
 }

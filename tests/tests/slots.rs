@@ -116,13 +116,7 @@ async fn replica_down_past_its_key_streams_at_once_on_restart() -> anyhow::Resul
                 .join("\n")
         ));
     }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        fc.logs(60)
-    );
-    Ok(())
+    fc.verdict(&problems)
 }
 
 /// With `member_slots_ttl = 6`, a member down for good loses its slot on the
@@ -212,11 +206,5 @@ async fn slot_of_a_member_gone_past_member_slots_ttl_is_dropped() -> anyhow::Res
     if !leader_log.contains("gone for longer than member_slots_ttl") {
         problems.push("the leader's log does not say why the slot went".into());
     }
-    anyhow::ensure!(
-        problems.is_empty(),
-        "{}\n{}",
-        problems.join("\n"),
-        fc.logs(60)
-    );
-    Ok(())
+    fc.verdict(&problems)
 }

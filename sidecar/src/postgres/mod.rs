@@ -290,25 +290,12 @@ impl Postgres {
         self.prepare_dirs()?;
         let config = self.config();
         let pg = &config.postgresql;
-        let repl = &pg.authentication.replication;
-        let mut cmd = self.run_as.command(&self.bin("pg_basebackup"));
+        let mut cmd = self.as_replication_role("pg_basebackup", source, "clone");
         cmd.arg("-D")
             .arg(&pg.data_dir)
-            .arg("-h")
-            .arg(&source.host)
-            .arg("-p")
-            .arg(source.port.to_string())
-            .arg("-U")
-            .arg(&repl.username)
-            .arg("--no-password")
             .arg("--wal-method=stream")
             .arg("--checkpoint=fast")
-            .args(&pg.basebackup)
-            .env("PGPASSWORD", &repl.password)
-            .env(
-                "PGAPPNAME",
-                format!("pgpilot-clone-{}", config.cluster.name),
-            );
+            .args(&pg.basebackup);
         self.begin_creation()?;
         let result = process::run(cmd, "pg_basebackup", Duration::from_secs(3600)).await;
         if result.is_err() {
@@ -319,15 +306,39 @@ impl Postgres {
         result.map(|_| ())
     }
 
+    /// `program` logging in to `source` as the replication role (password
+    /// in the environment, application name `pgpilot-<what>-<member>`).
+    fn as_replication_role(
+        &self,
+        program: &str,
+        source: &Upstream,
+        what: &str,
+    ) -> tokio::process::Command {
+        let config = self.config();
+        let repl = &config.postgresql.authentication.replication;
+        let mut cmd = self.run_as.command(&self.bin(program));
+        cmd.arg("-h")
+            .arg(&source.host)
+            .arg("-p")
+            .arg(source.port.to_string())
+            .arg("-U")
+            .arg(&repl.username)
+            .arg("--no-password")
+            .env("PGPASSWORD", &repl.password)
+            .env(
+                "PGAPPNAME",
+                format!("pgpilot-{what}-{}", config.cluster.name),
+            );
+        cmd
+    }
+
     /// Make sure the physical slot `slot` exists on `source`, over a
     /// replication connection as the replication role (the login the WAL
     /// receiver uses): `CREATE_REPLICATION_SLOT ... RESERVE_WAL`, so the
     /// WAL from now on waits for this member. `true` when it was created,
     /// `false` when it existed.
     pub async fn ensure_slot_on(&self, source: &Upstream, slot: &str) -> Result<bool, PgError> {
-        let config = self.config();
-        let repl = &config.postgresql.authentication.replication;
-        let mut cmd = self.run_as.command(&self.bin("psql"));
+        let mut cmd = self.as_replication_role("psql", source, "slot");
         cmd.args([
             "-X",
             "-q",
@@ -336,21 +347,12 @@ impl Postgres {
             "-v",
             "VERBOSITY=sqlstate",
         ])
-        .arg("-h")
-        .arg(&source.host)
-        .arg("-p")
-        .arg(source.port.to_string())
-        .arg("-U")
-        .arg(&repl.username)
-        .arg("--no-password")
         .arg("-d")
         .arg("dbname=replication replication=true sslmode=prefer connect_timeout=5")
         .arg("-c")
         .arg(format!(
             "CREATE_REPLICATION_SLOT \"{slot}\" PHYSICAL RESERVE_WAL"
-        ))
-        .env("PGPASSWORD", &repl.password)
-        .env("PGAPPNAME", format!("pgpilot-slot-{}", config.cluster.name));
+        ));
         match process::run(cmd, "psql CREATE_REPLICATION_SLOT", Duration::from_secs(15)).await {
             Ok(_) => Ok(true),
             // 42710 duplicate_object: "replication slot ... already exists".
