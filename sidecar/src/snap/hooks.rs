@@ -474,6 +474,15 @@ mod tests {
         Value::Object(root)
     }
 
+    /// The names of a service's files, in the order they are written.
+    fn file_names(service: &ServiceFiles) -> Vec<String> {
+        service
+            .files
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
     #[test]
     fn dcs_tls_files_come_before_the_member_file_that_names_them() {
         let paths = crate::snap::test_paths();
@@ -484,13 +493,8 @@ mod tests {
         doc["dcs-tls"] = json!({"ca": cert, "cert": cert, "key": key});
         let services = render_all(&doc, &paths).unwrap();
         let pgpilot = services.iter().find(|s| s.app == "pgpilot").unwrap();
-        let names: Vec<String> = pgpilot
-            .files
-            .iter()
-            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            names,
+            file_names(pgpilot),
             [
                 "dcs-ca.pem",
                 "dcs-cert.pem",
@@ -534,13 +538,8 @@ mod tests {
         doc["etcd-tls"]["key"] = json!(key);
         let services = render_all(&doc, &paths).unwrap();
         let etcd = services.iter().find(|s| s.app == "etcd").unwrap();
-        let names: Vec<String> = etcd
-            .files
-            .iter()
-            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
         assert_eq!(
-            names,
+            file_names(etcd),
             [
                 "cert.pem",
                 "key.pem",
