@@ -656,10 +656,18 @@ fn healthiest(i: &Inputs, mine: u64) -> Result<(), String> {
     if i.tags.nofailover || i.tags.failover_priority == 0 {
         return Err("I am not allowed to promote (nofailover)".into());
     }
-    let known = i.view.status.optime;
+    // The freshest leader position anyone saw: the one the leader last wrote
+    // to the store, or what a member received from it since (any member,
+    // a nofailover one too: its WAL came from the leader).
+    let known = i
+        .peers
+        .iter()
+        .filter(|p| p.name != i.me)
+        .map(|p| p.wal_position)
+        .fold(i.view.status.optime, u64::max);
     if known > mine && known - mine > i.dynamic.maximum_lag_on_failover {
         return Err(format!(
-            "my WAL position is {} bytes behind the last known leader position (maximum_lag_on_failover {})",
+            "my WAL position is {} bytes behind the freshest known leader position (maximum_lag_on_failover {})",
             known - mine,
             i.dynamic.maximum_lag_on_failover
         ));

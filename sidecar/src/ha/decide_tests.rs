@@ -469,6 +469,9 @@ async fn replica_races_only_when_it_is_the_best_candidate() {
     higher_priority_peer.tags.failover_priority = 5;
     let mut nofailover_peer = peer("b", Role::Replica, 5000);
     nofailover_peer.tags.nofailover = true;
+    // It received 2 MiB more from the old leader than the store recorded.
+    let mut fresher_nofailover_peer = peer("b", Role::Replica, 1000 + (2 << 20));
+    fresher_nofailover_peer.tags.nofailover = true;
     check(
         "leader race (invariant 3)",
         vec![
@@ -507,6 +510,13 @@ async fn replica_races_only_when_it_is_the_best_candidate() {
                 leaderless().await,
                 with_peers(vec![nofailover_peer]),
                 take_over.clone(),
+            ),
+            (
+                "a member received past maximum_lag_on_failover beyond me (the store's \
+                 position is stale): do not race, the lag gate uses the freshest position",
+                leaderless().await,
+                with_peers(vec![fresher_nofailover_peer]),
+                vec![],
             ),
             (
                 "beyond maximum_lag_on_failover: do not race",
