@@ -293,6 +293,42 @@ async fn posix_replica_falls_back_to_basebackup_without_a_usable_backup() -> any
     Ok(())
 }
 
+/// A backup that restores but from which PostgreSQL does not start (its
+/// postgresql.auto.conf names a parameter PostgreSQL does not know): the
+/// data directory is emptied and the next method makes the replica.
+#[tokio::test]
+async fn posix_replica_that_does_not_start_from_a_backup_falls_back_to_basebackup(
+) -> anyhow::Result<()> {
+    let (_root, _repo, section) = posix_repo()?;
+    let (mut cluster, leader) = start_with_repo(2, &section).await?;
+    create_items(&cluster, leader).await?;
+    let auto = cluster.member(leader).data_dir.join("postgresql.auto.conf");
+    let original = std::fs::read_to_string(&auto)?;
+    std::fs::write(&auto, format!("{original}no_such_setting = 1\n"))?;
+    let label = take_backup(&cluster, leader);
+    std::fs::write(&auto, &original)?;
+    let label = label?;
+
+    let m3 = add_replica(&mut cluster, "m3", r#"["backup", "basebackup"]"#)?;
+    cluster
+        .wait_streaming_to(leader, m3, READY)
+        .await
+        .map_err(|e| cluster.with_logs(e))?;
+    let log = cluster.member(m3).log();
+    assert!(
+        log.contains(&format!("replica created from backup {label}")),
+        "{log}"
+    );
+    assert!(
+        log.contains("the replica created with method backup does not start")
+            && log.contains("creating it again with method basebackup"),
+        "{log}"
+    );
+    assert!(log.contains("replica created with pg_basebackup"), "{log}");
+    assert_same_data(&cluster, leader, m3).await?;
+    Ok(())
+}
+
 // --- (c) a new cluster from a backup, to a point in time ----------------------
 
 #[tokio::test]

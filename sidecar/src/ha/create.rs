@@ -59,7 +59,8 @@ impl<D: Dcs> Ha<D> {
             .create_replica_methods
             .clone();
         let mut failures = Vec::new();
-        for method in methods {
+        let skip = std::mem::take(&mut self.replica_methods_skip);
+        for (index, method) in methods.into_iter().enumerate().skip(skip) {
             let started = Instant::now();
             let outcome = match method {
                 ReplicaMethod::Backup => self
@@ -78,6 +79,7 @@ impl<D: Dcs> Ha<D> {
             match outcome {
                 Ok(how) => {
                     tracing::info!(method = method.as_str(), seconds, "replica created {how}");
+                    self.replica_made_by = Some(index);
                     return Ok(());
                 }
                 Err(why) => {

@@ -225,6 +225,7 @@ impl<D: Dcs> Ha<D> {
         self.publish(None).await;
         match pg.start().await {
             Ok(()) => {
+                self.replica_made_by = None;
                 self.set_pg_state(PgState::Running, Role::Replica);
                 // A former primary gets on_role_change here, not on_start.
                 self.announce(Event::Started(Role::Replica));
@@ -233,8 +234,38 @@ impl<D: Dcs> Ha<D> {
             Err(e) => {
                 self.set_pg_state(PgState::StartFailed, Role::Replica);
                 self.announce(Event::StartFailed(Role::Replica));
+                self.next_replica_method(&e.to_string()).await;
                 Err(e.into())
             }
+        }
+    }
+
+    /// A replica made by a `create_replica_methods` entry that does not
+    /// start: when a later entry exists, empty the data directory so the
+    /// next cycle creates the replica again with that one.
+    async fn next_replica_method(&mut self, why: &str) {
+        let Some(index) = self.replica_made_by.take() else {
+            return;
+        };
+        let methods = self
+            .shared
+            .config()
+            .postgresql
+            .create_replica_methods
+            .clone();
+        let (Some(made_by), Some(next)) = (methods.get(index), methods.get(index + 1)) else {
+            return;
+        };
+        tracing::warn!(
+            "the replica created with method {} does not start ({why}): creating it again with method {}",
+            made_by.as_str(),
+            next.as_str()
+        );
+        let pg = &self.shared.postgres;
+        let _ = pg.stop(StopMode::Immediate).await;
+        match pg.wipe_data_dir() {
+            Ok(()) => self.replica_methods_skip = index + 1,
+            Err(e) => tracing::error!(error = %e, "cannot empty the data directory"),
         }
     }
 

@@ -73,6 +73,12 @@ pub struct Ha<D: Dcs> {
     bootstrap_failed: bool,
     /// The last bootstraps failed: when the next may start, and why.
     bootstrap_retry: Option<BootstrapRetry>,
+    /// The `create_replica_methods` entry (its index) that made the data
+    /// directory, until the replica has started once.
+    replica_made_by: Option<usize>,
+    /// Entries skipped at the next replica creation: a replica they made
+    /// did not start.
+    replica_methods_skip: usize,
     /// Standbys PostgreSQL is told to wait for (sync mode, leader only).
     sync_standbys: Vec<String>,
     /// Leader only: slots kept for members that left, since when ([`slots::plan`]).
@@ -109,6 +115,8 @@ impl<D: Dcs> Ha<D> {
             rewind_failed: false,
             bootstrap_failed: false,
             bootstrap_retry: None,
+            replica_made_by: None,
+            replica_methods_skip: 0,
             sync_standbys: Vec::new(),
             slot_departures: BTreeMap::new(),
             wal_end: None,
