@@ -2,15 +2,15 @@
 //! group lives in its own file; handlers only read the shared snapshot (and
 //! the store, with a short timeout), so they answer while the HA loop waits.
 
-pub mod cluster;
+pub(crate) mod cluster;
 pub mod config;
-pub mod health;
-pub mod info;
-pub mod member;
-pub mod metrics;
-pub mod security;
+pub(crate) mod health;
+pub(crate) mod info;
+pub(crate) mod member;
+pub(crate) mod metrics;
+pub(crate) mod security;
 pub mod switchover;
-pub mod tls;
+pub(crate) mod tls;
 
 #[cfg(test)]
 mod proptests;

@@ -3,7 +3,7 @@
 //! [`crate::config::bootstrap_from`]).
 
 use super::restore::{RestoreRequest, StartAs, Target, TargetAction};
-pub use crate::config::bootstrap_from::{BootstrapFrom, BootstrapMethod};
+pub use crate::config::bootstrap_from::BootstrapFrom;
 
 impl BootstrapFrom {
     /// The restore that creates the cluster: recovery to the target, then

@@ -30,31 +30,31 @@
 //! manifest's SHA-256 or refuses, and a refused restore leaves a data
 //! directory that PostgreSQL cannot start.
 
-pub mod bootstrap;
-pub mod catalog;
+pub(crate) mod bootstrap;
+pub(crate) mod catalog;
 pub mod check;
 pub mod chores;
-pub mod datadir;
+pub(crate) mod datadir;
 pub mod expire;
-pub mod extract;
+pub(crate) mod extract;
 pub mod info;
-pub mod lineage;
-pub mod manifest;
-pub mod pagecheck;
-pub mod pipeline;
-pub mod place;
-pub mod progress;
-pub mod recovery;
+pub(crate) mod lineage;
+pub(crate) mod manifest;
+pub(crate) mod pagecheck;
+pub(crate) mod pipeline;
+pub(crate) mod place;
+pub(crate) mod progress;
+pub(crate) mod recovery;
 pub mod restore;
 #[cfg(test)]
 mod roundtrip;
-pub mod session;
+pub(crate) mod session;
 pub mod take;
-pub mod tar;
+pub(crate) mod tar;
 pub mod verify;
-pub mod walk;
-pub mod walrange;
-pub mod watch;
+pub(crate) mod walk;
+pub(crate) mod walrange;
+pub(crate) mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

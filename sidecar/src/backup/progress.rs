@@ -103,14 +103,6 @@ impl Progress {
         Progress { shared, thread }
     }
 
-    pub fn add(&self, bytes: u64) {
-        self.shared.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub fn add_total(&self, bytes: u64) {
-        self.shared.total.fetch_add(bytes, Ordering::Relaxed);
-    }
-
     /// A handle the worker threads can count with.
     pub fn counter(&self) -> Counter {
         Counter(self.shared.clone())

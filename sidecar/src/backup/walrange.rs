@@ -112,10 +112,6 @@ impl TimelinePath {
             .unwrap_or(self.begins[0].0)
     }
 
-    pub fn target(&self) -> u32 {
-        self.begins.last().map(|(t, _)| *t).unwrap_or(1)
-    }
-
     /// Does this path go through `timeline`?
     pub fn contains(&self, timeline: u32) -> bool {
         self.begins.iter().any(|(t, _)| *t == timeline)

@@ -5,15 +5,15 @@
 //! files (pure); `snapctl` and `files` are the drivers (snapd's `snapctl`,
 //! atomic writes); `hooks` runs the two hooks with them.
 
-pub mod dcs_tls;
-pub mod etcd;
-pub mod files;
-pub mod hooks;
-pub mod member;
-pub mod pgbouncer;
-pub mod s3_tls;
-pub mod snapctl;
-pub mod tls;
+pub(crate) mod dcs_tls;
+pub(crate) mod etcd;
+pub(crate) mod files;
+pub(crate) mod hooks;
+pub(crate) mod member;
+pub(crate) mod pgbouncer;
+pub(crate) mod s3_tls;
+pub(crate) mod snapctl;
+pub(crate) mod tls;
 
 use std::path::PathBuf;
 
