@@ -52,9 +52,7 @@ pub fn hold(path: &Path) -> Result<PidFile, String> {
         .and_then(|_| writeln!(lock, "{}", std::process::id()))
         .and_then(|_| lock.sync_all());
     written.map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    Ok(PidFile {
-        _lock: lock,
-    })
+    Ok(PidFile { _lock: lock })
 }
 
 /// The pid of the live pgpilot that holds `path`, if one does: the file is

@@ -15,11 +15,11 @@ use crate::dynamic::DynamicConfig;
 pub mod backup;
 pub mod bootstrap_from;
 mod callbacks;
+pub mod live;
 pub mod managed;
 pub mod metrics;
-pub mod target;
-pub mod live;
 pub mod reload;
+pub mod target;
 pub use callbacks::{split_words, CallbacksSection, CommandLine};
 pub use live::LiveConfig;
 
