@@ -211,7 +211,10 @@ impl<D: Dcs> Ha<D> {
     }
 
     /// pg_controldata of the stopped instance, for the rejoin decision.
-    async fn stopped_as(&mut self) -> Option<StoppedAs> {
+    /// `rejoining`: another member leads, so a former primary that crashed
+    /// needs to know where its WAL ends (not read otherwise: a crashed
+    /// leader restarting in place must not wait for it).
+    async fn stopped_as(&mut self, rejoining: bool) -> Option<StoppedAs> {
         match self.shared.postgres.controldata().await {
             Ok(cd) => {
                 // A fresh pg_basebackup copy carries the source's "in
@@ -225,7 +228,7 @@ impl<D: Dcs> Ha<D> {
                             .join("backup_label")
                             .exists();
                 let clean = cd.cluster_state.starts_with("shut down");
-                let last_record = if was_primary && !clean {
+                let last_record = if rejoining && was_primary && !clean {
                     self.crashed_wal_end(cd.timeline, cd.checkpoint_lsn).await
                 } else {
                     None
@@ -376,7 +379,10 @@ impl<D: Dcs> Ha<D> {
         }
         let data = self.data_dir_state(observation.as_ref()).await?;
         let stopped_as = match (&local_pg, &data) {
-            (LocalPg::Stopped, DataDir::Initialized { .. }) => self.stopped_as().await,
+            (LocalPg::Stopped, DataDir::Initialized { .. }) => {
+                let rejoining = view.leader_name().is_some_and(|l| l != self.me());
+                self.stopped_as(rejoining).await
+            }
             _ => None,
         };
         let leading = view.leader_name() == Some(self.me());
