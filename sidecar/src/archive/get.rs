@@ -31,11 +31,12 @@ pub struct GetArgs {
 
 /// Entry point; returns the exit code (see [`super::code`]).
 pub fn main(args: GetArgs) -> i32 {
-    super::run("archive-get", &args.config.config, async |call| {
+    let (walname, dest) = (args.walname, args.dest);
+    super::run("archive-get", &args.config.config, async move |call| {
         if call.backup.archive_async && call.backup.archive_get_queue > 0 {
-            return super::prefetch::get(call, &args.walname, &args.dest).await;
+            return super::prefetch::get(call, &walname, &dest).await;
         }
-        get(call.context()?, &args.walname, &args.dest).await
+        get(call.context()?, &walname, &dest).await
     })
 }
 

@@ -13,7 +13,8 @@
 //! replaces a stored file with different content. Both commands give up
 //! within `backup.archive_timeout`, so a hung repository never hangs the
 //! archiver or recovery. Each run handles one file on a current-thread
-//! runtime: start-up is a few milliseconds.
+//! runtime, a posix repository's file system calls inline ([`run`]):
+//! start-up is a few milliseconds.
 //!
 //! Exit codes ([`code`]) are stable; they follow pgBackRest's where one exists.
 //!
@@ -149,6 +150,17 @@ impl Archive {
     /// `[backup]` section). Only configuration and local problems are
     /// reported here: nothing is sent yet.
     pub fn new(config: Arc<Config>) -> Result<Archive, ArchiveError> {
+        Self::with_io(config, false)
+    }
+
+    /// [`Archive::new`] for one WAL command: a posix repository's file
+    /// system calls run on the calling thread ([`run`] bounds them from
+    /// another).
+    fn for_one_call(config: Arc<Config>) -> Result<Archive, ArchiveError> {
+        Self::with_io(config, true)
+    }
+
+    fn with_io(config: Arc<Config>, inline: bool) -> Result<Archive, ArchiveError> {
         let backup = config.backup.clone().ok_or_else(|| {
             ArchiveError::Usage(
                 "no [backup] section: no backup repository (and no WAL archiving) is configured"
@@ -156,7 +168,14 @@ impl Archive {
             )
         })?;
         let layout = Layout::new(backup.stanza(&config.cluster.scope));
-        let storage = crate::repo::open(&backup).map_err(|error| ArchiveError::Repository {
+        let opened = match (&backup.repository, &backup.posix) {
+            (crate::repo::config::RepositoryType::Posix, Some(posix)) if inline => {
+                crate::repo::posix::PosixStorage::open(&posix.path)
+                    .map(|storage| Arc::new(storage.inline()) as Arc<dyn Storage>)
+            }
+            _ => crate::repo::open(&backup),
+        };
+        let storage = opened.map_err(|error| ArchiveError::Repository {
             location: backup.location(),
             error,
         })?;
@@ -273,32 +292,79 @@ impl Call {
         if let Some(context) = self.context.get() {
             return Ok(context);
         }
-        let context = Archive::new(self.config.clone())?.call(self.started);
+        let context = Archive::for_one_call(self.config.clone())?.call(self.started);
         Ok(self.context.get_or_init(|| context))
     }
 }
 
+/// How long past `backup.archive_timeout` a command waits for a file system
+/// call that does not return before it answers anyway.
+const HUNG_GRACE: Duration = Duration::from_secs(2);
+
 /// Run one command: load the configuration, set up logging on stderr (which
 /// PostgreSQL puts in its log), run `work` on a current-thread runtime
 /// within the time budget, print the error if any, return the exit code.
-pub(crate) fn run(
-    command: &str,
-    config_path: &Path,
+///
+/// The work runs on a thread of its own, with a posix repository's file
+/// system calls inline (no hand-over to a blocking pool per call); this
+/// thread answers [`code::TIMEOUT`] if it has not finished shortly after
+/// the budget (a hung mount blocks a file system call where the runtime's
+/// timer cannot interrupt it), and the process exits with the thread still
+/// stuck.
+pub(crate) fn run<W>(command: &str, config_path: &Path, work: W) -> i32
+where
+    W: AsyncFnOnce(&Call) -> Result<(), ArchiveError> + Send + 'static,
+{
+    let result = match Call::load(config_path, Instant::now()) {
+        Ok(call) => {
+            crate::logging::set_up(&call.config.log.level, call.config.log.json);
+            let budget = call.backup.archive_timeout();
+            let location = call.backup.location();
+            let (tx, rx) = std::sync::mpsc::channel();
+            let spawned = std::thread::Builder::new()
+                .name("wal-command".into())
+                .spawn(move || {
+                    let _ = tx.send(execute(call, work));
+                });
+            match spawned {
+                Err(e) => Err(ArchiveError::Local(format!("cannot start a thread: {e}"))),
+                Ok(_) => match rx.recv_timeout(budget + HUNG_GRACE) {
+                    Ok(result) => result,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(
+                        ArchiveError::Local("the command's thread stopped (a panic)".into()),
+                    ),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        Err(ArchiveError::Timeout(format!(
+                            "no result within backup.archive_timeout ({} s): a file system \
+                             call on {location} does not return (a hung mount?)",
+                            budget.as_secs()
+                        )))
+                    }
+                },
+            }
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => code::OK,
+        Err(ArchiveError::NotFound) => code::NOT_FOUND,
+        Err(e) => {
+            eprintln!("pgpilot {command}: ERROR [{:03}]: {e}", e.exit_code());
+            e.exit_code()
+        }
+    }
+}
+
+/// The work of [`run`], on its thread.
+fn execute(
+    call: Call,
     work: impl AsyncFnOnce(&Call) -> Result<(), ArchiveError>,
-) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+) -> Result<(), ArchiveError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot {command}: cannot start the async runtime: {e}");
-            return code::LOCAL;
-        }
-    };
+        .map_err(|e| ArchiveError::Local(format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(async {
-        let call = Call::load(config_path, Instant::now())?;
-        crate::logging::set_up(&call.config.log.level, call.config.log.json);
         match tokio::time::timeout_at(call.deadline(), work(&call)).await {
             Ok(result) => result,
             Err(_) => Err(timed_out(
@@ -310,14 +376,7 @@ pub(crate) fn run(
     // Nothing is left to wait for (requests still pending after a time-out
     // are dropped): do not join idle pool threads on the way out.
     runtime.shutdown_background();
-    match result {
-        Ok(()) => code::OK,
-        Err(ArchiveError::NotFound) => code::NOT_FOUND,
-        Err(e) => {
-            eprintln!("pgpilot {command}: ERROR [{:03}]: {e}", e.exit_code());
-            e.exit_code()
-        }
-    }
+    result
 }
 
 /// The config file from `--config` or `PGPILOT_CONFIG` (clap reads both).

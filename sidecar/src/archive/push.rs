@@ -30,11 +30,12 @@ pub struct PushArgs {
 
 /// Entry point; returns the exit code (see [`super::code`]).
 pub fn main(args: PushArgs) -> i32 {
-    super::run("archive-push", &args.config.config, async |call| {
+    let path = args.path;
+    super::run("archive-push", &args.config.config, async move |call| {
         if call.backup.archive_async {
-            return super::async_push::push(call, &args.path).await;
+            return super::async_push::push(call, &path).await;
         }
-        push(call.context()?, &args.path).await.map(|_| ())
+        push(call.context()?, &path).await.map(|_| ())
     })
 }
 

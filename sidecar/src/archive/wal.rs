@@ -1,14 +1,15 @@
 //! Per-file work: the WAL page header, SHA-256, zstd in and out.
 //!
 //! A WAL file is read once, in [`PIECE`]-sized pieces, whichever way it goes:
-//! [`pack_file`] hashes each piece and hands it to zstd (which compresses on
-//! threads of its own), [`decompress_to`] writes each piece out while a
-//! second thread hashes it. Memory stays a few pieces and zstd's window,
-//! whatever the segment size.
+//! [`pack_file`] compresses each piece while a second thread hashes it (or,
+//! with zstd on two threads or more of its own, hashes it here),
+//! [`decompress_to`] writes each piece out while a second thread hashes it.
+//! Memory stays a few pieces and zstd's window, whatever the segment size.
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -80,11 +81,12 @@ pub fn sha256_hex(data: &[u8]) -> String {
 }
 
 /// Size of the pieces a WAL file is read, hashed, compressed and written in.
-pub const PIECE: usize = 1 << 20;
+pub const PIECE: usize = 512 << 10;
 
-/// zstd's job size when it compresses one file on several threads: a 16 MiB
-/// segment makes eight jobs, so both threads start within the first 4 MiB.
-const JOB_SIZE: u32 = 2 << 20;
+/// zstd's job size when it compresses one file on several threads (its
+/// smallest is 512 KiB): a 16 MiB segment makes sixteen jobs, each thread
+/// starts within the first 2 MiB, and its buffers stay small.
+const JOB_SIZE: u32 = 1 << 20;
 
 /// Which file, in which state: the inode and its change time. Any write,
 /// truncation or replacement of the file changes its ctime (or its inode),
@@ -147,9 +149,11 @@ pub struct Packed {
     pub stamp: FileStamp,
 }
 
-/// Read a file once: each piece is hashed here and handed to zstd, which
-/// compresses on `workers` threads of its own (0: here, after the hashing).
-/// Fails if the file changes while it is read.
+/// Read a file once and compress it. With `workers` of 2 or more, zstd
+/// compresses on that many threads of its own while this one reads and
+/// hashes; with 0 or 1, this thread compresses while a second one hashes
+/// (less memory: no buffers for jobs). Fails if the file changes while it
+/// is read.
 pub fn pack_file(path: &Path, level: i32, workers: u32) -> std::io::Result<Packed> {
     let mut file = std::fs::File::open(path)?;
     let before = FileStamp::of(&file.metadata()?);
@@ -159,26 +163,46 @@ pub fn pack_file(path: &Path, level: i32, workers: u32) -> std::io::Result<Packe
     encoder.include_checksum(true)?;
     encoder.include_contentsize(true)?;
     encoder.set_pledged_src_size(Some(before.size))?;
-    if workers > 0 {
-        encoder.multithread(workers)?;
-        encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
-    }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; PIECE.min(before.size.max(1) as usize)];
     let mut size = 0u64;
     let mut header = None;
-    loop {
-        let n = fill(&mut file, &mut buf)?;
-        if n == 0 {
-            break;
+    let sha256 = if workers >= 2 {
+        encoder.multithread(workers)?;
+        encoder.set_parameter(zstd::zstd_safe::CParameter::JobSize(JOB_SIZE))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; PIECE];
+        loop {
+            let n = fill(&mut file, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if size == 0 {
+                header = long_page_header(&buf[..n]);
+            }
+            hasher.update(&buf[..n]);
+            encoder.write_all(&buf[..n])?;
+            size += n as u64;
         }
-        if size == 0 {
-            header = long_page_header(&buf[..n]);
-        }
-        hasher.update(&buf[..n]);
-        encoder.write_all(&buf[..n])?;
-        size += n as u64;
-    }
+        to_hex(&hasher.finalize())
+    } else {
+        let (read, sha) = hashed_aside(|pipe| -> std::io::Result<()> {
+            loop {
+                let mut buf = pipe.buffer()?;
+                let n = fill(&mut file, &mut buf)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if size == 0 {
+                    header = long_page_header(&buf[..n]);
+                }
+                encoder.write_all(&buf[..n])?;
+                size += n as u64;
+                buf.truncate(n);
+                pipe.hash(buf)?;
+            }
+        });
+        read?;
+        sha.ok_or_else(hasher_stopped)?
+    };
     let after = FileStamp::of(&file.metadata()?);
     if after != before || size != before.size {
         return Err(std::io::Error::other(format!(
@@ -188,14 +212,75 @@ pub fn pack_file(path: &Path, level: i32, workers: u32) -> std::io::Result<Packe
             after.size
         )));
     }
-    let compressed = encoder.finish()?;
     Ok(Packed {
-        sha256: to_hex(&hasher.finalize()),
+        sha256,
         size,
         header,
-        compressed,
+        compressed: encoder.finish()?,
         stamp: before,
     })
+}
+
+/// Piece buffers that [`hashed_aside`] cycles between its two threads.
+const PIPELINE: usize = 2;
+
+/// The sending end of [`hashed_aside`]'s second thread.
+struct Pipe {
+    full: mpsc::SyncSender<Vec<u8>>,
+    free: mpsc::Receiver<Vec<u8>>,
+    made: usize,
+}
+
+impl Pipe {
+    /// A [`PIECE`]-sized buffer: one the hasher is done with, or a new one
+    /// (at most `PIPELINE + 1` exist).
+    fn buffer(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut buf = match self.free.try_recv() {
+            Ok(buf) => buf,
+            Err(_) if self.made <= PIPELINE => {
+                self.made += 1;
+                Vec::new()
+            }
+            Err(_) => self.free.recv().map_err(|_| hasher_stopped())?,
+        };
+        buf.resize(PIECE, 0);
+        Ok(buf)
+    }
+
+    /// Hand a piece to the hasher (waits while it is `PIPELINE` behind).
+    fn hash(&mut self, piece: Vec<u8>) -> std::io::Result<()> {
+        self.full.send(piece).map_err(|_| hasher_stopped())
+    }
+}
+
+/// Run `work`, which hands pieces to a second thread that hashes them in
+/// order; `work`'s result and the SHA-256 of every piece it handed over
+/// (`None` if the hashing thread died).
+fn hashed_aside<T>(work: impl FnOnce(&mut Pipe) -> T) -> (T, Option<String>) {
+    std::thread::scope(|scope| {
+        let (full, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE);
+        let (free_tx, free) = mpsc::channel::<Vec<u8>>();
+        let hasher = scope.spawn(move || {
+            let mut hasher = Sha256::new();
+            for piece in full_rx {
+                hasher.update(&piece);
+                let _ = free_tx.send(piece);
+            }
+            to_hex(&hasher.finalize())
+        });
+        let mut pipe = Pipe {
+            full,
+            free,
+            made: 0,
+        };
+        let out = work(&mut pipe);
+        drop(pipe);
+        (out, hasher.join().ok())
+    })
+}
+
+fn hasher_stopped() -> std::io::Error {
+    std::io::Error::other("the hashing thread stopped")
 }
 
 /// What [`hash_file`] found.
@@ -292,9 +377,6 @@ pub enum StreamFailure {
     Write(std::io::Error),
 }
 
-/// Buffers [`decompress_to`] cycles between its two threads.
-const PIPELINE: usize = 3;
-
 /// Decompress `compressed` into `out` in [`PIECE`]s while a second thread
 /// hashes each piece written; returns the SHA-256 and the length written.
 /// Stops past [`MAX_DECOMPRESSED`] bytes.
@@ -302,67 +384,29 @@ pub fn decompress_to(
     compressed: &[u8],
     out: &mut impl Write,
 ) -> Result<(String, u64), StreamFailure> {
-    use std::sync::mpsc;
     let mut decoder =
         zstd::stream::read::Decoder::with_buffer(compressed).map_err(StreamFailure::Decode)?;
-    std::thread::scope(|scope| {
-        let (full_tx, full_rx) = mpsc::sync_channel::<Vec<u8>>(PIPELINE);
-        let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
-        let hasher = scope.spawn(move || {
-            let mut hasher = Sha256::new();
-            for piece in full_rx {
-                hasher.update(&piece);
-                let _ = free_tx.send(piece);
-            }
-            to_hex(&hasher.finalize())
-        });
-        let mut total = 0u64;
-        let mut buffers = 0;
-        let written = loop {
-            let mut buf = match free_rx.try_recv() {
-                Ok(buf) => buf,
-                Err(_) if buffers < PIPELINE + 1 => {
-                    buffers += 1;
-                    Vec::new()
-                }
-                Err(_) => match free_rx.recv() {
-                    Ok(buf) => buf,
-                    Err(_) => break Err(StreamFailure::Decode(hasher_stopped())),
-                },
-            };
-            buf.resize(PIECE, 0);
-            let n = match fill(&mut decoder, &mut buf) {
-                Ok(n) => n,
-                Err(e) => break Err(StreamFailure::Decode(e)),
-            };
-            if n == 0 {
-                break Ok(());
-            }
-            total += n as u64;
-            if total > MAX_DECOMPRESSED {
-                break Err(StreamFailure::Decode(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("more than the {MAX_DECOMPRESSED} bytes allowed"),
-                )));
-            }
-            if let Err(e) = out.write_all(&buf[..n]) {
-                break Err(StreamFailure::Write(e));
-            }
-            buf.truncate(n);
-            if full_tx.send(buf).is_err() {
-                break Err(StreamFailure::Decode(hasher_stopped()));
-            }
-        };
-        drop(full_tx);
-        let sha = hasher
-            .join()
-            .map_err(|_| StreamFailure::Decode(hasher_stopped()));
-        written.and_then(|()| Ok((sha?, total)))
-    })
-}
-
-fn hasher_stopped() -> std::io::Error {
-    std::io::Error::other("the hashing thread stopped")
+    let mut total = 0u64;
+    let (written, sha) = hashed_aside(|pipe| loop {
+        let mut buf = pipe.buffer().map_err(StreamFailure::Decode)?;
+        let n = fill(&mut decoder, &mut buf).map_err(StreamFailure::Decode)?;
+        if n == 0 {
+            return Ok(());
+        }
+        total += n as u64;
+        if total > MAX_DECOMPRESSED {
+            return Err(StreamFailure::Decode(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("more than the {MAX_DECOMPRESSED} bytes allowed"),
+            )));
+        }
+        out.write_all(&buf[..n]).map_err(StreamFailure::Write)?;
+        buf.truncate(n);
+        pipe.hash(buf).map_err(StreamFailure::Decode)?;
+    });
+    written?;
+    let sha = sha.ok_or_else(|| StreamFailure::Decode(hasher_stopped()))?;
+    Ok((sha, total))
 }
 
 #[cfg(test)]

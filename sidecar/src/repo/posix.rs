@@ -6,6 +6,11 @@
 //! [`PutMode::CreateNew`], renamed only if the key is free), and the directory
 //! is fsynced. A crash leaves at worst a temporary file, which listings skip.
 //!
+//! File system calls run on tokio's blocking pool, or, for a process that
+//! makes one call at a time and bounds it from another thread (the WAL
+//! commands, see `archive::run`), on the calling thread ([`PosixStorage::inline`]):
+//! no hand-over between threads per call.
+//!
 //! The root must exist: a missing mount point must not make pgpilot write
 //! WAL onto the local disk underneath it. New files and directories belong
 //! to whoever writes them (PostgreSQL's user for `archive-push`), except that
@@ -35,6 +40,8 @@ pub struct PosixStorage {
     root: PathBuf,
     /// uid/gid new entries are given (running as root, root dir owned by another user).
     owner: Option<(u32, u32)>,
+    /// File system calls on the calling thread rather than the blocking pool.
+    inline: bool,
 }
 
 impl PosixStorage {
@@ -66,7 +73,28 @@ impl PosixStorage {
         Ok(PosixStorage {
             root: root.to_path_buf(),
             owner,
+            inline: false,
         })
+    }
+
+    /// Run file system calls on the calling thread. Only for a process that
+    /// does one thing at a time and bounds it from another thread: a call
+    /// that hangs (a dead NFS server) blocks the runtime's thread with it.
+    pub fn inline(mut self) -> Self {
+        self.inline = true;
+        self
+    }
+
+    /// Run `f` on the calling thread or on the blocking pool.
+    async fn io<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    ) -> std::io::Result<T> {
+        if self.inline {
+            f()
+        } else {
+            blocking(f).await
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -280,6 +308,22 @@ fn rename_noreplace(dir: &File, from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
+/// A file read on the calling thread ([`PosixStorage::inline`]).
+struct InlineReader(File);
+
+impl tokio::io::AsyncRead for InlineReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        let n = self.0.read(buf.initialize_unfilled())?;
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
@@ -300,7 +344,7 @@ impl Storage for PosixStorage {
             Body::Bytes(bytes) => {
                 let this = self.clone();
                 let (owned_key, len) = (key.to_string(), bytes.len() as u64);
-                blocking(move || this.put_bytes_blocking(&owned_key, &bytes, mode))
+                self.io(move || this.put_bytes_blocking(&owned_key, &bytes, mode))
                     .await
                     .map(|()| len)
                     .map_err(|e| StorageError::from_io("put", key, &e))
@@ -316,6 +360,18 @@ impl Storage for PosixStorage {
 
     async fn get(&self, key: &str) -> Result<Object, StorageError> {
         check_key("get", key)?;
+        if self.inline {
+            let err = |e: std::io::Error| StorageError::from_io("get", key, &e);
+            let file = File::open(self.path(key)).map_err(err)?;
+            let meta = file.metadata().map_err(err)?;
+            if !meta.is_file() {
+                return Err(StorageError::not_found("get", key));
+            }
+            return Ok(Object {
+                size: meta.len(),
+                reader: Box::pin(InlineReader(file)),
+            });
+        }
         let file = tokio::fs::File::open(self.path(key))
             .await
             .map_err(|e| StorageError::from_io("get", key, &e))?;
@@ -356,7 +412,8 @@ impl Storage for PosixStorage {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, StorageError> {
         check_key("head", key)?;
-        match tokio::fs::metadata(self.path(key)).await {
+        let path = self.path(key);
+        match self.io(move || std::fs::metadata(path)).await {
             Ok(meta) if meta.is_file() => Ok(Some(ObjectMeta {
                 key: key.to_string(),
                 size: meta.len(),
@@ -372,7 +429,7 @@ impl Storage for PosixStorage {
         check_prefix(prefix)?;
         let this = self.clone();
         let owned = prefix.to_string();
-        blocking(move || this.list_blocking(&owned))
+        self.io(move || this.list_blocking(&owned))
             .await
             .map_err(|e| StorageError::from_io("list", prefix, &e))
     }
@@ -380,15 +437,16 @@ impl Storage for PosixStorage {
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         check_key("delete", key)?;
         let path = self.path(key);
-        let result = blocking(move || {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            }
-            fsync_dir(path.parent().expect("a key has a parent directory"))
-        })
-        .await;
+        let result = self
+            .io(move || {
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+                fsync_dir(path.parent().expect("a key has a parent directory"))
+            })
+            .await;
         result.map_err(|e| StorageError::from_io("delete", key, &e))
     }
 }
@@ -405,8 +463,10 @@ mod tests {
 
     #[tokio::test]
     async fn conformance() {
-        let (_dir, storage) = storage();
-        crate::repo::conformance::run(&storage).await.unwrap();
+        let (_dir, files) = storage();
+        crate::repo::conformance::run(&files).await.unwrap();
+        let (_dir, files) = storage();
+        crate::repo::conformance::run(&files.inline()).await.unwrap();
     }
 
     #[tokio::test]
