@@ -667,7 +667,8 @@ fn healthiest(i: &Inputs, mine: u64) -> Result<(), String> {
         .fold(i.view.status.optime, u64::max);
     if known > mine && known - mine > i.dynamic.maximum_lag_on_failover {
         return Err(format!(
-            "my WAL position is {} bytes behind the freshest known leader position (maximum_lag_on_failover {})",
+            "my WAL position is {} bytes behind the last known leader position (maximum_lag_on_failover {}; \
+             the freshest the store or a member has)",
             known - mine,
             i.dynamic.maximum_lag_on_failover
         ));
