@@ -154,8 +154,8 @@ impl Shared {
         let config = live.get();
         let dynamic = config.bootstrap.clone();
         let exporter = ExporterSlot {
-            exporter: crate::metrics::exporter(&config),
-            login: crate::metrics::monitoring_login(&config),
+            exporter: crate::metrics::exporter::exporter(&config),
+            login: crate::metrics::exporter::monitoring_login(&config),
         };
         let repo_watch = config.backup.as_ref().map(|_| Default::default());
         let callbacks = crate::ha::callbacks::Callbacks::new(&config);
@@ -208,7 +208,7 @@ impl Shared {
     /// logged in with the new password; until then the old sessions go on.
     pub fn exporter(&self) -> pgpilot_exporters::Exporter {
         let config = self.config();
-        let wanted = crate::metrics::monitoring_login(&config);
+        let wanted = crate::metrics::exporter::monitoring_login(&config);
         let as_superuser = config.metrics.username.is_none();
         {
             let slot = self.exporter.read().unwrap_or_else(|e| e.into_inner());
@@ -220,7 +220,7 @@ impl Shared {
         if slot.login != wanted {
             tracing::info!("metrics: the monitoring connection logs in with the new credentials");
             *slot = ExporterSlot {
-                exporter: crate::metrics::exporter(&config),
+                exporter: crate::metrics::exporter::exporter(&config),
                 login: wanted,
             };
         }

@@ -45,6 +45,7 @@ pub(crate) mod pipeline;
 pub(crate) mod place;
 pub(crate) mod progress;
 pub(crate) mod recovery;
+pub(crate) mod request;
 pub mod restore;
 #[cfg(test)]
 mod roundtrip;

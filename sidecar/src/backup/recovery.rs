@@ -2,9 +2,10 @@
 //! `recovery_target_*` settings, appended to `postgresql.auto.conf`; and
 //! their removal once recovery is over.
 
-use super::restore::{RestoreRequest, StartAs, Target, TargetAction};
+use super::request::{RestoreRequest, StartAs, TargetAction};
 use super::walrange::format_lsn;
 use super::{BackupError, Context, Result};
+use crate::config::target::Target;
 use crate::postgres::conf::comment_out_recovery_settings;
 
 /// The lines to put in postgresql.auto.conf. None for a standby: its

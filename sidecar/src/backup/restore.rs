@@ -35,17 +35,11 @@ use super::datadir::{self, dest_path, local, Prepared};
 use super::extract::{self, Problem};
 use super::manifest::{LoadError, Manifest};
 use super::progress::{self, Progress};
+pub use super::request::{RestoreRequest, StartAs, TargetAction};
 use super::walrange::format_lsn;
 use super::{code, BackupError, ConfigArg, Context, Result};
 pub use crate::config::target::{check_timeline, Target, TargetText};
 use crate::postgres::process::RunAs;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum TargetAction {
-    Promote,
-    Pause,
-    Shutdown,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TargetKeyword {
@@ -95,35 +89,6 @@ pub struct RestoreArgs {
     /// Restore into this directory instead of postgresql.data_dir.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-}
-
-/// How the restored directory is set up to start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAs {
-    /// Archive recovery to the target: `recovery.signal` and the recovery
-    /// settings in `postgresql.auto.conf`.
-    Recovery,
-    /// A standby of a running cluster: `standby.signal` and no recovery
-    /// settings (the member's postgresql.conf carries restore_command and
-    /// primary_conninfo; it replays the archive, then streams).
-    Standby,
-}
-
-/// A restore as the CLI or the HA loop asks for it.
-#[derive(Debug, Clone)]
-pub struct RestoreRequest {
-    /// A backup label, or `latest` (see [`choose`]).
-    pub set: String,
-    pub target: Target,
-    pub target_action: Option<TargetAction>,
-    /// Stop just before the target instead of just after it.
-    pub target_exclusive: bool,
-    /// recovery_target_timeline (`current`, `latest` or a number); `None`: PostgreSQL's default.
-    pub target_timeline: Option<String>,
-    /// Restore over an existing data directory.
-    pub delta: bool,
-    pub data_dir: PathBuf,
-    pub start_as: StartAs,
 }
 
 /// What a restore did.
