@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use pgpilot::archive::spool::{Ack, Spool};
@@ -155,15 +155,7 @@ struct Worker {
 
 impl Worker {
     fn start(config: &Path, log: &Path) -> anyhow::Result<Worker> {
-        let out = std::fs::File::create(log)?;
-        let child = Command::new(pgpilot_e2e::pgpilot_bin()?)
-            .args(["archive-ahead", "--config"])
-            .arg(config)
-            .env_remove("PGPILOT_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()?;
+        let child = pgpilot_e2e::backup::archiver::start_push_ahead(config, log)?;
         Ok(Worker { child: Some(child) })
     }
 

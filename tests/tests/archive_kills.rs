@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,7 +21,9 @@ use std::time::{Duration, Instant};
 use pgpilot::archive::spool::{Ack, Spool};
 use pgpilot::archive::wal;
 use pgpilot::repo::Storage;
-use pgpilot_e2e::backup::archiver::{archiver, assert_no_gap, switch_segment, wait_archived};
+use pgpilot_e2e::backup::archiver::{
+    archiver, assert_no_gap, start_push_ahead, switch_segment, wait_archived,
+};
 use pgpilot_e2e::backup::lab;
 use pgpilot_e2e::backup::standalone::Standalone;
 
@@ -85,21 +87,6 @@ fn kill(pid: i32) -> bool {
     .is_ok()
 }
 
-fn start_worker(config: &Path, log: &Path) -> anyhow::Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    Ok(Command::new(pgpilot_e2e::pgpilot_bin()?)
-        .args(["archive-ahead", "--config"])
-        .arg(config)
-        .env_remove("PGPILOT_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()?)
-}
-
 #[derive(Default)]
 struct Killed {
     workers: AtomicU64,
@@ -145,7 +132,7 @@ fn killer(
             }
             drop(slot);
             std::thread::sleep(Duration::from_millis(rng.below(200)));
-            *worker.lock().unwrap() = start_worker(&config, &log).ok();
+            *worker.lock().unwrap() = start_push_ahead(&config, &log).ok();
             next_worker_kill = Instant::now() + Duration::from_millis(500 + rng.below(3500));
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -217,7 +204,7 @@ async fn acknowledged_segments_survive_kills_of_the_worker_and_the_calls() -> an
     let spool = Spool::new(&member, &backup_section).map_err(anyhow::Error::msg)?;
     let client = server.connect().await?;
     let worker_log = root.join("ahead.log");
-    let worker = Arc::new(Mutex::new(Some(start_worker(&config, &worker_log)?)));
+    let worker = Arc::new(Mutex::new(Some(start_push_ahead(&config, &worker_log)?)));
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(Killed::default());
     let acks = Arc::new(Mutex::new(BTreeMap::new()));

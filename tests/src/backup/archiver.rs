@@ -115,3 +115,24 @@ pub async fn assert_no_gap(
     }
     Ok(names)
 }
+
+/// Start `pgpilot archive-ahead --config CONFIG` (the push-ahead worker
+/// alone), its output appended to `log`.
+pub fn start_push_ahead(
+    config: &std::path::Path,
+    log: &std::path::Path,
+) -> anyhow::Result<std::process::Child> {
+    use std::process::{Command, Stdio};
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(Command::new(crate::pgpilot_bin()?)
+        .args(["archive-ahead", "--config"])
+        .arg(config)
+        .env_remove("PGPILOT_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?)
+}
