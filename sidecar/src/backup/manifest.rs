@@ -115,6 +115,11 @@ pub struct Manifest {
     /// while copied (the cluster has data checksums).
     #[serde(default)]
     pub page_checksums: bool,
+    /// Blocks per relation segment file (`RELSEG_SIZE`), recorded with
+    /// page checks so that a restore can number the blocks of `<node>.N`
+    /// files; absent in manifests written before restores checked pages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_blocks: Option<u32>,
     /// A file of this backup (copied by it or referred to) holds pages
     /// that failed their checksum: see the files' `checksum_errors`.
     #[serde(default)]
@@ -569,6 +574,7 @@ pub(crate) mod tests {
                 },
             ],
             page_checksums: true,
+            segment_blocks: Some(131_072),
             error: false,
         };
         m.files[1].sha256 = pieces_sha256(&m.files[1].pieces);

@@ -9,6 +9,7 @@
 //! | [`pipeline`] | the backup's data path: read + hash, compress, upload in parallel |
 //! | [`walk`] | which files of the data directory a backup holds |
 //! | [`pagecheck`] | PostgreSQL's page checksums, verified while a backup copies |
+//! | [`restorepages`] | the same check while a restore writes, and its report |
 //! | [`restore`] | `pgpilot restore`: choice of backup, the order of steps |
 //! | [`datadir`] | the restore's target directory: checks, `--delta`, tree, last steps, undo |
 //! | [`recovery`] | the recovery settings written into `postgresql.auto.conf` |
@@ -47,6 +48,7 @@ pub(crate) mod progress;
 pub(crate) mod recovery;
 pub(crate) mod request;
 pub mod restore;
+pub(crate) mod restorepages;
 #[cfg(test)]
 mod roundtrip;
 pub(crate) mod session;
@@ -84,6 +86,9 @@ pub mod code {
     pub const POSTGRES: i32 = 6;
     /// The backup asked for does not exist, or none fits the target.
     pub const NOT_FOUND: i32 = 7;
+    /// `restore`: done, but pages of the restored files failed their
+    /// checksum (the message lists them and says what to do).
+    pub const DAMAGED_PAGES: i32 = 8;
 }
 
 /// An error of a backup command: its class gives the exit code.

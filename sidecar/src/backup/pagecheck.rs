@@ -1,5 +1,6 @@
 //! Data page checksums, verified while a backup copies relation files
-//! (pgBackRest's `checksum-page`).
+//! (pgBackRest's `checksum-page`), and again while a restore writes them
+//! ([`super::restorepages`]).
 //!
 //! With data checksums on (`initdb --data-checksums`), PostgreSQL stores a
 //! 16-bit checksum in every page header (`pd_checksum`, bytes 8..10) when
@@ -183,6 +184,46 @@ pub fn check_pages(
     damaged
 }
 
+/// A page that failed its check: its block, the checksum its content
+/// gives (what `pd_checksum` should hold) and the one stored in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub block: u32,
+    pub expected: u16,
+    pub found: u16,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "block {}: checksum expected {:#06x}, found {:#06x}",
+            self.block, self.expected, self.found
+        )
+    }
+}
+
+/// [`check_pages`] on a copy that cannot be read again (a restore checks
+/// the stored bytes it writes): the pages that fail, with both checksums.
+pub fn failures(data: &[u8], first_block: u32, lsn_limit: u64, tally: &mut Tally) -> Vec<Failure> {
+    let page = |index: usize| &data[index * PAGE_SIZE..(index + 1) * PAGE_SIZE];
+    // Judged again on the same bytes: the verdict stands.
+    let damaged = check_pages(data, first_block, lsn_limit, tally, |i| {
+        Some(page(i).to_vec())
+    });
+    damaged
+        .into_iter()
+        .map(|block| {
+            let bytes = page(block.wrapping_sub(first_block) as usize);
+            Failure {
+                block,
+                expected: page_checksum(bytes, block),
+                found: stored_checksum(bytes),
+            }
+        })
+        .collect()
+}
+
 /// `1, 3-5, 9` (sorted blocks), with `and N more` when `total` exceeds
 /// the listed ones.
 pub fn describe_blocks(blocks: &[u32], total: u64) -> String {
@@ -364,6 +405,36 @@ pub(crate) mod tests {
         let mut tally = Tally::default();
         assert!(check_pages(&data, 10, 0x200, &mut tally, |_| None).is_empty());
         assert_eq!((tally.valid, tally.recent, tally.damaged), (2, 2, 0));
+    }
+
+    #[test]
+    fn failures_carry_both_checksums() {
+        let mut data = Vec::new();
+        for block in 20..23 {
+            data.extend(valid_page(block, 0x100, block as u8));
+        }
+        data.extend(vec![0u8; PAGE_SIZE]); // new
+        data[PAGE_SIZE + 5000] ^= 0x5a; // block 21
+        let mut tally = Tally::default();
+        let found = failures(&data, 20, 0x200, &mut tally);
+        let page = &data[PAGE_SIZE..2 * PAGE_SIZE];
+        let want = Failure {
+            block: 21,
+            expected: page_checksum(page, 21),
+            found: stored_checksum(page),
+        };
+        assert_eq!(found, vec![want]);
+        assert_ne!(want.expected, want.found);
+        assert_eq!((tally.valid, tally.new, tally.damaged), (2, 1, 1));
+        assert_eq!(
+            want.to_string(),
+            format!(
+                "block 21: checksum expected {:#06x}, found {:#06x}",
+                want.expected, want.found
+            )
+        );
+        // Changed at or after the backup's start: left to WAL replay.
+        assert!(failures(&data, 20, 0x100, &mut tally).is_empty());
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //!    in parallel, each byte checked against the manifest's SHA-256 as it
 //!    is written ([`super::extract`]; large files go to disk with direct
 //!    I/O, [`super::place`]). `global/pg_control` goes to a temporary name.
+//!    With data checksums on, the pages of relation files are checked as
+//!    they are written ([`super::restorepages`]).
 //! 5. Any mismatch: stop, remove what was written (an empty directory
 //!    stays empty), report the damaged files. Exit 4.
 //! 6. All verified: write backup_label, tablespace_map, the recovery
@@ -20,6 +22,9 @@
 //!    standby, [`StartAs::Standby`]: `standby.signal` and no settings), give
 //!    everything to PostgreSQL's OS user, sync the file system, and last
 //!    rename pg_control into place. Only now can PostgreSQL start it.
+//! 7. Pages that failed their checksum do not stop the restore: they are
+//!    logged and returned in [`Restored::pages`]; `pgpilot restore` lists
+//!    them and exits 8.
 //!
 //! [`restore`] takes a typed [`RestoreRequest`]: the CLI builds it from its
 //! flags, the HA loop when it creates a replica or a cluster from a backup.
@@ -36,6 +41,7 @@ use super::extract::{self, Problem};
 use super::manifest::{LoadError, Manifest};
 use super::progress::{self, Progress};
 pub use super::request::{RestoreRequest, StartAs, TargetAction};
+use super::restorepages::{PageChecks, PageReport};
 use super::walrange::format_lsn;
 use super::{code, BackupError, ConfigArg, Context, Result};
 pub use crate::config::target::{check_timeline, Target, TargetText};
@@ -99,6 +105,8 @@ pub struct Restored {
     pub written: u64,
     pub kept: u64,
     pub elapsed: std::time::Duration,
+    /// What the page checks found.
+    pub pages: PageReport,
 }
 
 impl RestoreArgs {
@@ -147,7 +155,13 @@ pub fn main(args: RestoreArgs) -> i32 {
             describe_target(&request.target),
             request.target_timeline.as_deref().unwrap_or("latest")
         );
-        Ok(code::OK)
+        match restored.pages.problem(&restored.label) {
+            None => Ok(code::OK),
+            Some(problem) => {
+                println!("{problem}");
+                Ok(code::DAMAGED_PAGES)
+            }
+        }
     })
 }
 
@@ -299,7 +313,7 @@ pub async fn restore(context: &Context, request: &RestoreRequest) -> Result<Rest
     )
     .await
     {
-        Ok(written) => {
+        Ok((written, pages)) => {
             let elapsed = started.elapsed();
             tracing::info!(
                 "restored backup {} into {}: {} written, {} kept, in {:.1} s ({})",
@@ -315,6 +329,7 @@ pub async fn restore(context: &Context, request: &RestoreRequest) -> Result<Rest
                 written,
                 kept: prepared.kept_bytes,
                 elapsed,
+                pages,
             })
         }
         Err(e) => {
@@ -409,7 +424,7 @@ async fn write_all(
     parts: &HashMap<(String, u32), super::manifest::Part>,
     prepared: &Prepared,
     run_as: &RunAs,
-) -> Result<u64> {
+) -> Result<(u64, PageReport)> {
     let data_dir = prepared.data_dir.clone();
     // Directories and links.
     {
@@ -469,6 +484,8 @@ async fn write_all(
             .map(|i| (*i, manifest.files[*i].size)),
         true, // direct I/O where the file system takes it
     ));
+    let checks = PageChecks::new(&manifest).map(Arc::new);
+    let work_checks = checks.clone();
     let work_manifest = manifest.clone();
     let problems = extract::run_parts(
         context.storage.clone(),
@@ -479,8 +496,13 @@ async fn write_all(
         context.backup.parallelism + 1,
         true,
         move |key, bytes, job| {
-            let mut sink =
-                |file_idx: usize, offset: u64, data: &[u8]| placer.write(file_idx, offset, data);
+            let mut sink = |file_idx: usize, offset: u64, data: &[u8]| {
+                // Judged while the bytes are in hand, then written.
+                if let Some(checks) = &work_checks {
+                    checks.check(file_idx, offset, data);
+                }
+                placer.write(file_idx, offset, data)
+            };
             extract::read_part(
                 key,
                 bytes,
@@ -508,6 +530,13 @@ async fn write_all(
     if !problems.is_empty() {
         return Err(BackupError::Corrupt(refusal(&manifest.label, &problems)));
     }
+    let pages = checks
+        .map(|checks| checks.report(&manifest))
+        .unwrap_or_default();
+    tracing::info!("{}", pages.summary());
+    if let Some(problem) = pages.problem(&manifest.label) {
+        tracing::error!("{problem}");
+    }
 
     // Recovery files, ownership, sync, and pg_control last.
     let settings = super::recovery::recovery_settings(context, request)?;
@@ -523,7 +552,7 @@ async fn write_all(
     })
     .await
     .map_err(|e| BackupError::Internal(e.to_string()))??;
-    Ok(to_write_bytes(&manifest, &prepared.to_write))
+    Ok((to_write_bytes(&manifest, &prepared.to_write), pages))
 }
 
 fn to_write_bytes(manifest: &Manifest, to_write: &[usize]) -> u64 {

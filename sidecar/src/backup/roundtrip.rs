@@ -62,6 +62,7 @@ fn manifest_of(label: &str, out: pipeline::Output, prior: Option<&Manifest>) -> 
         directories: Vec::new(),
         links: Vec::new(),
         page_checksums: false,
+        segment_blocks: None,
         error: out.files.iter().any(|f| f.has_page_errors()),
         files: out.files,
     }

@@ -312,6 +312,7 @@ async fn run_backup(
         directories: listing.directories,
         links: listing.links,
         page_checksums: page_check.is_some(),
+        segment_blocks: page_check.map(|c| c.blocks_per_segment),
         error: output.files.iter().any(|f| f.has_page_errors()),
         files: output.files,
     };
