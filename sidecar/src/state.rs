@@ -73,6 +73,9 @@ pub struct Snapshot {
     pub published: Option<MemberStatus>,
     /// This member's lease id when the view was taken.
     pub my_lease: i64,
+    /// Its data directory was made (cloned, restored) and has not streamed
+    /// from a leader since.
+    pub not_streamed: bool,
 }
 
 /// An operator request the HA loop carries out between cycles.
@@ -179,6 +182,7 @@ impl Shared {
                 last_cycle: Instant::now(),
                 published: None,
                 my_lease: 0,
+                not_streamed: false,
             }),
             pending: Mutex::new(None),
             running: Mutex::new(None),

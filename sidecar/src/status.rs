@@ -56,6 +56,11 @@ pub struct NodeStatus {
     pub database_system_identifier: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_restart: bool,
+    /// pgpilot's own: a replica made (cloned, restored) that has not
+    /// streamed from a leader since; it does not win a leader race against
+    /// one that has.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_streamed_since_clone: bool,
     pub patroni: PatroniInfo,
 }
 
@@ -141,6 +146,7 @@ pub fn build(
         tags: tags.clone(),
         database_system_identifier: observation.map(|o| o.system_id.clone()),
         pending_restart: observation.is_some_and(|o| o.pending_restart),
+        not_streamed_since_clone: snap.not_streamed,
         patroni: PatroniInfo {
             version: crate::VERSION.to_string(),
             scope: scope.to_string(),

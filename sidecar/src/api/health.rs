@@ -199,6 +199,7 @@ mod tests {
             tags: Tags::default(),
             database_system_identifier: None,
             pending_restart: false,
+            not_streamed_since_clone: false,
             patroni: PatroniInfo {
                 version: "x".into(),
                 scope: "s".into(),

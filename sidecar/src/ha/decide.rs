@@ -44,6 +44,8 @@ pub struct PeerReport {
     pub role: Role,
     pub wal_position: u64,
     pub tags: Tags,
+    /// Made (cloned, restored) and not streamed from a leader since.
+    pub not_streamed: bool,
 }
 
 /// What pg_controldata says about a stopped data directory.
@@ -86,6 +88,9 @@ pub struct Inputs<'a> {
     pub primary_down_since: Option<Instant>,
     /// Reports from reachable peers; gathered only while nobody leads.
     pub peers: &'a [PeerReport],
+    /// This member's data directory was made (cloned, restored) and has not
+    /// streamed from a leader since: it may hold only its copy's WAL.
+    pub not_streamed: bool,
     /// The leader whose connection the running replica is configured with.
     pub following: Option<&'a str>,
     /// pg_rewind of this data directory failed; do not retry it.
@@ -608,10 +613,10 @@ fn decide_running_replica(
             format!("following new leader {leader}"),
         );
     }
-    let take_over = || {
+    let take_over = |reason: &str| {
         Decision::new(
             vec![Action::AcquireLeader, Action::Promote],
-            "no leader and I am the healthiest member: taking over",
+            format!("no leader and I am the healthiest member: taking over{reason}"),
         )
     };
     // A switchover or manual failover names who takes over.
@@ -646,7 +651,12 @@ fn decide_running_replica(
         );
     }
     match healthiest(i, wal_position) {
-        Ok(()) => take_over().then(Action::LeaderChores),
+        Ok(()) if i.not_streamed => take_over(
+            " (I have not streamed from a leader since I was made, \
+             but no other reachable candidate has either)",
+        )
+        .then(Action::LeaderChores),
+        Ok(()) => take_over("").then(Action::LeaderChores),
         Err(why) => Decision::wait(format!("no leader, not racing: {why}")),
     }
 }
@@ -673,11 +683,26 @@ fn healthiest(i: &Inputs, mine: u64) -> Result<(), String> {
             i.dynamic.maximum_lag_on_failover
         ));
     }
+    if let Some(peer) = i
+        .peers
+        .iter()
+        .find(|p| i.not_streamed && streamed_candidate(i, p))
+    {
+        return Err(format!(
+            "I have not streamed from a leader since I was made (cloned or restored) and {} has",
+            peer.name
+        ));
+    }
     for peer in i.peers.iter().filter(|p| p.name != i.me) {
         if peer.role == Role::Primary {
             return Err(format!("primary {} is still alive", peer.name));
         }
-        if peer.tags.nofailover || peer.tags.failover_priority == 0 || !sync_allows(i, &peer.name) {
+        if !candidate(i, peer) {
+            continue;
+        }
+        if peer.not_streamed && !i.not_streamed {
+            // It holds back itself while a candidate that streamed (me) is
+            // there: however far its copy's WAL reaches, it does not win.
             continue;
         }
         if peer.wal_position > mine {
@@ -694,6 +719,17 @@ fn healthiest(i: &Inputs, mine: u64) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A peer that may win a leader race.
+fn candidate(i: &Inputs, peer: &PeerReport) -> bool {
+    !peer.tags.nofailover && peer.tags.failover_priority > 0 && sync_allows(i, &peer.name)
+}
+
+/// A running replica, allowed to win a race, that has streamed from a
+/// leader since it was made.
+fn streamed_candidate(i: &Inputs, peer: &PeerReport) -> bool {
+    peer.name != i.me && peer.role == Role::Replica && !peer.not_streamed && candidate(i, peer)
 }
 
 #[cfg(test)]

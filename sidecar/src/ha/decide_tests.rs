@@ -110,6 +110,8 @@ struct Local {
     bootstrap_failed: bool,
     /// Seconds until the next bootstrap may start, after a failed one.
     bootstrap_retry_in: Option<u64>,
+    /// Made (cloned, restored) and not streamed since.
+    not_streamed: bool,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -120,6 +122,19 @@ async fn led_by(name: &str) -> ClusterView {
         .member(name, Role::Primary, PgState::Running, 100)
         .await
         .leader(name)
+        .await
+        .view()
+}
+
+/// No leader; the store's last leader position and "me", a running
+/// replica, are both at `wal`.
+async fn leaderless_at(wal: u64) -> ClusterView {
+    Cluster::new()
+        .initialized()
+        .await
+        .optime(wal)
+        .await
+        .member("me", Role::Replica, PgState::Running, wal)
         .await
         .view()
 }
@@ -145,6 +160,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         rewind_failed: false,
         bootstrap_failed: false,
         bootstrap_retry_in: None,
+        not_streamed: false,
     }
 }
 
@@ -170,6 +186,7 @@ fn peer(name: &str, role: Role, wal: u64) -> PeerReport {
         role,
         wal_position: wal,
         tags: Tags::default(),
+        not_streamed: false,
     }
 }
 
@@ -206,6 +223,7 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
             .map(|s| (Duration::from_secs(s), "initdb failed")),
         now,
         peers: &l.peers,
+        not_streamed: l.not_streamed,
         following: l.following,
     })
 }
@@ -443,16 +461,7 @@ async fn running_primary_keeps_writes_only_with_its_lease() {
 
 #[tokio::test(start_paused = true)]
 async fn replica_races_only_when_it_is_the_best_candidate() {
-    let leaderless = || async {
-        Cluster::new()
-            .initialized()
-            .await
-            .optime(1000)
-            .await
-            .member("me", Role::Replica, PgState::Running, 1000)
-            .await
-            .view()
-    };
+    let leaderless = || leaderless_at(1000);
     let take_over = vec![Action::AcquireLeader, Action::Promote, Action::LeaderChores];
     let with_peers = |peers: Vec<PeerReport>| {
         let mut l = local(initialized(), replica(1000));
@@ -542,6 +551,104 @@ async fn replica_races_only_when_it_is_the_best_candidate() {
                 vec![],
             ),
         ],
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_replica_that_has_not_streamed_since_it_was_made_does_not_win() {
+    let leaderless = leaderless_at(1000).await;
+    let take_over = vec![Action::AcquireLeader, Action::Promote, Action::LeaderChores];
+    let me = |wal: u64, not_streamed: bool, peers: Vec<PeerReport>| {
+        let mut l = local(initialized(), replica(wal));
+        l.not_streamed = not_streamed;
+        l.peers = peers;
+        l
+    };
+    let unstreamed = |name: &str, role: Role, wal: u64| PeerReport {
+        not_streamed: true,
+        ..peer(name, role, wal)
+    };
+    let mut streamed_nofailover = peer("b", Role::Replica, 1000);
+    streamed_nofailover.tags.nofailover = true;
+    let mut unstreamed_higher_priority = unstreamed("b", Role::Replica, 1000);
+    unstreamed_higher_priority.tags.failover_priority = 5;
+    check(
+        "leader race after a clone (issue 14, item 4)",
+        vec![
+            (
+                "not streamed, a streamed replica as far: do not race",
+                leaderless.clone(),
+                me(1000, true, vec![peer("b", Role::Replica, 1000)]),
+                vec![],
+            ),
+            (
+                "not streamed and ahead (its copy's WAL), a streamed replica behind \
+                 within the lag limit: do not race",
+                leaderless.clone(),
+                me(1000, true, vec![peer("b", Role::Replica, 900)]),
+                vec![],
+            ),
+            (
+                "streamed and behind, the peer ahead has not streamed: race (the \
+                 other side of the row above)",
+                leaderless.clone(),
+                me(900, false, vec![unstreamed("b", Role::Replica, 1000)]),
+                take_over.clone(),
+            ),
+            (
+                "streamed, an unstreamed peer as far with a higher failover_priority: race",
+                leaderless.clone(),
+                me(1000, false, vec![unstreamed_higher_priority]),
+                take_over.clone(),
+            ),
+            (
+                "neither has streamed: today's comparison, the one ahead races",
+                leaderless.clone(),
+                me(1000, true, vec![unstreamed("b", Role::Replica, 900)]),
+                take_over.clone(),
+            ),
+            (
+                "neither has streamed: today's comparison, the one behind waits",
+                leaderless.clone(),
+                me(900, true, vec![unstreamed("b", Role::Replica, 1000)]),
+                vec![],
+            ),
+            (
+                "not streamed, alone: race",
+                leaderless.clone(),
+                me(1000, true, vec![]),
+                take_over.clone(),
+            ),
+            (
+                "not streamed, the streamed peer may not fail over: race",
+                leaderless.clone(),
+                me(1000, true, vec![streamed_nofailover]),
+                take_over.clone(),
+            ),
+            (
+                "not streamed, the streamed peer's PostgreSQL is down: race",
+                leaderless.clone(),
+                me(1000, true, vec![peer("b", Role::Demoted, 0)]),
+                take_over.clone(),
+            ),
+        ],
+    );
+    let refused = run(
+        &leaderless,
+        &me(1000, true, vec![peer("b", Role::Replica, 900)]),
+    );
+    assert!(
+        refused.reason.contains("not streamed") && refused.reason.contains("b has"),
+        "the refusal names why and who: {:?}",
+        refused.reason
+    );
+    let alone = run(&leaderless, &me(1000, true, vec![]));
+    assert!(
+        alone
+            .reason
+            .contains("no other reachable candidate has either"),
+        "racing unstreamed says why: {:?}",
+        alone.reason
     );
 }
 
@@ -649,14 +756,7 @@ fn paused_view(view: ClusterView) -> ClusterView {
 
 #[tokio::test(start_paused = true)]
 async fn maintenance_mode_starts_stops_promotes_and_demotes_nothing() {
-    let leaderless = Cluster::new()
-        .initialized()
-        .await
-        .optime(100)
-        .await
-        .member("me", Role::Replica, PgState::Running, 100)
-        .await
-        .view();
+    let leaderless = leaderless_at(100).await;
     let led_by_other = led_by("a").await;
     let mine = led_by("me").await;
     let mut expiring = local(initialized(), primary(100));

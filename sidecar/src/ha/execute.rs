@@ -39,6 +39,9 @@ impl<D: Dcs> Ha<D> {
                 let Some(source) = Self::upstream_of(view, Some(member)) else {
                     return Ok(false);
                 };
+                // Marked before the copy starts, so a copy cut short and made
+                // again (or pgpilot restarted mid-copy) still counts as new.
+                pg.mark_not_streamed()?;
                 self.set_pg_state(PgState::CreatingReplica, Role::Uninitialized);
                 self.publish(None).await;
                 match self.create_replica(view, member, &source).await {

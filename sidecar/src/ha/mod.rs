@@ -303,6 +303,24 @@ impl<D: Dcs> Ha<D> {
         })
     }
 
+    /// Has this member's data directory streamed from a leader since it was
+    /// made? Forgets that it was new once its WAL receiver streams (or it
+    /// runs as a primary); tells the API what it is.
+    fn note_streaming(&self, observation: Option<&Observation>, data: &DataDir) -> bool {
+        let pg = &self.shared.postgres;
+        let streamed = observation
+            .is_some_and(|o| !o.in_recovery || (o.streaming && o.received_lsn.is_some()));
+        if streamed && pg.not_streamed() {
+            match pg.clear_not_streamed() {
+                Ok(()) => tracing::info!("this replica streams from a leader now"),
+                Err(e) => tracing::warn!(error = %e, "cannot record that this replica streamed"),
+            }
+        }
+        let not_streamed = *data != DataDir::Empty && pg.not_streamed();
+        self.shared.update(|s| s.not_streamed = not_streamed);
+        not_streamed
+    }
+
     /// Ask every other member's API for its status, in parallel.
     async fn poll_peers(&self, view: &ClusterView) -> Vec<PeerReport> {
         let me = self.me().to_string();
@@ -321,6 +339,7 @@ impl<D: Dcs> Ha<D> {
                     },
                     wal_position: status.wal_position(),
                     tags: status.tags,
+                    not_streamed: status.not_streamed_since_clone,
                 })
             }
         });
@@ -378,6 +397,7 @@ impl<D: Dcs> Ha<D> {
                 .notify_observed(Event::FoundRunning(role), announced);
         }
         let data = self.data_dir_state(observation.as_ref()).await?;
+        let not_streamed = self.note_streaming(observation.as_ref(), &data);
         let stopped_as = match (&local_pg, &data) {
             (LocalPg::Stopped, DataDir::Initialized { .. }) => {
                 let rejoining = view.leader_name().is_some_and(|l| l != self.me());
@@ -421,6 +441,7 @@ impl<D: Dcs> Ha<D> {
                 .unwrap_or(0),
             primary_down_since: self.primary_down_since,
             peers: &peers,
+            not_streamed,
             following: self.following.as_deref(),
             rewind_failed: self.rewind_failed,
             bootstrap_failed: self.bootstrap_failed,

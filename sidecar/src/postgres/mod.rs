@@ -6,6 +6,7 @@ pub mod files;
 pub mod guc;
 pub mod probe;
 pub mod process;
+mod streamed;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
