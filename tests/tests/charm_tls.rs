@@ -540,6 +540,42 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
     healthy(&d)?;
     eprintln!("etcd over TLS in {:?}", t.elapsed());
 
+    // A unit added now joins etcd over https once it holds its certificate
+    // (the leader admits units only at rest); removed, it leaves three
+    // members, all https.
+    let t = Instant::now();
+    let added = d.add_units(1)?.remove(0);
+    let csr = d.wait_for(&format!("{added}'s certificate request"), DEPLOY, |d| {
+        request_of(d, rid, &added)
+    })?;
+    let mut issued: Vec<(String, String)> = serials
+        .iter()
+        .map(|(_, csr, cert, _)| (csr.clone(), cert.clone()))
+        .collect();
+    issued.push((csr.clone(), ca.sign(&csr)?.0));
+    publish(&d, rid, &ca, &issued)?;
+    let first = d.address(&serials[0].0);
+    d.wait_for(&format!("{added} in etcd over https"), DEPLOY, |_| {
+        let members = etcd_members(&format!("https://{first}:2378"), Some(&ca.cert))?;
+        anyhow::ensure!(
+            members.len() == 4
+                && members.iter().all(|(name, peers, clients)| {
+                    !name.is_empty()
+                        && peers
+                            .iter()
+                            .chain(clients)
+                            .all(|u| u.starts_with("https://"))
+                }),
+            "{members:?}"
+        );
+        Ok(())
+    })?;
+    eprintln!("a unit added joined etcd over https in {:?}", t.elapsed());
+    d.remove_unit(&added)?;
+    d.wait_gone(&added, DEPLOY)?;
+    etcd_on_tls(&d, &ca.cert)?;
+    healthy(&d)?;
+
     // Renewal: the same requests signed again (new serials), served after a
     // reload: the postmasters and pgpilots keep their pids.
     let t = Instant::now();
