@@ -16,11 +16,11 @@ pub mod switchover;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::tls::ClientTls;
 use crate::config::{Config, DcsTls};
 use crate::dcs::etcd::{connect, load_view, EtcdSettings};
 use crate::dcs::{keys, DcsError};
 use crate::exit;
+use crate::tls::ClientTls;
 
 /// The environment variable that names the configuration file.
 pub const CONFIG_ENV: &str = "PGPILOT_CONFIG";

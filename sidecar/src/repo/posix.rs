@@ -466,7 +466,9 @@ mod tests {
         let (_dir, files) = storage();
         crate::repo::conformance::run(&files).await.unwrap();
         let (_dir, files) = storage();
-        crate::repo::conformance::run(&files.inline()).await.unwrap();
+        crate::repo::conformance::run(&files.inline())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
