@@ -382,6 +382,21 @@ fn etcd_members(endpoint: &str, ca: Option<&Path>) -> anyhow::Result<Vec<EtcdMem
         .unwrap_or_default())
 }
 
+/// `n` started members whose peer and client URLs all start with `scheme`.
+fn all_on(members: &[EtcdMember], n: usize, scheme: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(members.len() == n, "{members:?}");
+    for (name, peers, clients) in members {
+        anyhow::ensure!(
+            !name.is_empty()
+                && !peers.is_empty()
+                && !clients.is_empty()
+                && peers.iter().chain(clients).all(|u| u.starts_with(scheme)),
+            "{name:?}: {peers:?} {clients:?}"
+        );
+    }
+    Ok(())
+}
+
 /// The etcd endpoints in a unit's member file (`[dcs] endpoints = [...]`).
 fn pgpilot_dcs_endpoints(d: &Deployment, unit: &str) -> anyhow::Result<String> {
     let m = d.machine(unit).expect("machine");
@@ -401,18 +416,7 @@ fn etcd_on_tls(d: &Deployment, ca: &Path) -> anyhow::Result<()> {
         let host = d.address(&unit);
         d.wait_for(&format!("etcd over TLS on {unit}"), DEPLOY, |d| {
             let members = etcd_members(&format!("https://{host}:2378"), Some(ca))?;
-            anyhow::ensure!(members.len() == 3, "{members:?}");
-            for (name, peers, clients) in &members {
-                anyhow::ensure!(
-                    !peers.is_empty()
-                        && !clients.is_empty()
-                        && peers
-                            .iter()
-                            .chain(clients)
-                            .all(|u| u.starts_with("https://")),
-                    "{name}: {peers:?} {clients:?}"
-                );
-            }
+            all_on(&members, 3, "https://")?;
             anyhow::ensure!(
                 curl(&[&format!("http://{host}:2379/health")]).is_err(),
                 "plain http still served on {host}:2379"
@@ -557,18 +561,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
     let first = d.address(&serials[0].0);
     d.wait_for(&format!("{added} in etcd over https"), DEPLOY, |_| {
         let members = etcd_members(&format!("https://{first}:2378"), Some(&ca.cert))?;
-        anyhow::ensure!(
-            members.len() == 4
-                && members.iter().all(|(name, peers, clients)| {
-                    !name.is_empty()
-                        && peers
-                            .iter()
-                            .chain(clients)
-                            .all(|u| u.starts_with("https://"))
-                }),
-            "{members:?}"
-        );
-        Ok(())
+        all_on(&members, 4, "https://")
     })?;
     eprintln!("a unit added joined etcd over https in {:?}", t.elapsed());
     d.remove_unit(&added)?;
@@ -758,18 +751,7 @@ fn certificates_turn_tls_on_renew_without_restart_and_off() -> anyhow::Result<()
         let host = d.address(&unit);
         d.wait_for(&format!("etcd plain on {unit}"), DEPLOY, |d| {
             let members = etcd_members(&format!("http://{host}:2379"), None)?;
-            anyhow::ensure!(members.len() == 3, "{members:?}");
-            for (name, peers, clients) in &members {
-                anyhow::ensure!(
-                    !peers.is_empty()
-                        && !clients.is_empty()
-                        && peers
-                            .iter()
-                            .chain(clients)
-                            .all(|u| u.starts_with("http://")),
-                    "{name}: {peers:?} {clients:?}"
-                );
-            }
+            all_on(&members, 3, "http://")?;
             let endpoints = pgpilot_dcs_endpoints(d, &unit)?;
             anyhow::ensure!(!endpoints.contains("https://"), "{endpoints}");
             let m = d.machine(&unit).expect("machine");
