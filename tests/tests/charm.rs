@@ -80,17 +80,30 @@ fn write_and_read(
     let pw = operator_password(d)?;
     let m = d.machine(primary).expect("machine");
     let host = d.address(primary);
-    sql(
-        &m,
-        &host,
-        &pw,
-        "CREATE TABLE IF NOT EXISTS e2e_charm (tag text)",
-    )?;
-    sql(
-        &m,
-        &host,
-        &pw,
-        &format!("INSERT INTO e2e_charm VALUES ('{tag}')"),
+    // Written once, retried as a client would while the primary restarts
+    // (after a scale change its pgpilot rolls to the new etcd endpoints; a
+    // write in flight then is cut off: "terminating connection due to
+    // administrator command"). The retry never writes the row twice.
+    d.wait_for(
+        &format!("{tag} written on {primary}"),
+        Duration::from_secs(120),
+        |_| {
+            sql(
+                &m,
+                &host,
+                &pw,
+                "CREATE TABLE IF NOT EXISTS e2e_charm (tag text)",
+            )?;
+            sql(
+                &m,
+                &host,
+                &pw,
+                &format!(
+                    "INSERT INTO e2e_charm SELECT '{tag}' \
+                 WHERE NOT EXISTS (SELECT 1 FROM e2e_charm WHERE tag = '{tag}')"
+                ),
+            )
+        },
     )?;
     for unit in units {
         let host = d.address(unit);

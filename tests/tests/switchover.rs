@@ -798,3 +798,32 @@ async fn ttl_and_loop_wait_apply_without_restart() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `pgpilot ctl` given an etcd endpoint that is down (a unit removed, an
+/// etcd restarting) beside one that answers reads the cluster every time:
+/// the balanced client sent some calls to the dead member and failed
+/// ("etcd is unreachable: tcp connect error"), which stalled the charm's
+/// hooks after a unit's removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_reads_through_a_dead_endpoint_beside_a_live_one() -> anyhow::Result<()> {
+    let c = Cluster::builder().members(1).start().await?;
+    c.wait_ready(READY).await?;
+    let dead = format!("http://127.0.0.1:{}", pgpilot_e2e::ports::free_port());
+    let live = c.etcd().endpoint();
+    for order in [[&dead, &live], [&live, &dead]] {
+        for _ in 0..6 {
+            let out = tokio::process::Command::new(pgpilot_e2e::pgpilot_bin()?)
+                .args(["ctl", "--etcd", order[0], "--etcd", order[1]])
+                .args(["--scope", pgpilot_e2e::SCOPE, "list", "-f", "json"])
+                .env_remove("PGPILOT_CONFIG")
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{order:?}: {stderr}");
+            let list: Value = serde_json::from_slice(&out.stdout)?;
+            assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+        }
+    }
+    Ok(())
+}

@@ -351,26 +351,50 @@ pub fn resolve(args: &CtlArgs) -> Result<Target, CtlError> {
 pub async fn fetch_view(
     target: &Target,
 ) -> Result<(etcd_client::Client, crate::cluster::ClusterView), CtlError> {
-    let endpoints = &target.settings.endpoints;
-    let client = connect(&target.settings)
+    read_view(target)
         .await
-        .map_err(|e| CtlError::from_dcs(e, endpoints))?;
-    let view = load_view(&client, &target.prefix())
-        .await
-        .map_err(|e| CtlError::from_dcs(e, endpoints))?;
-    Ok((client, view))
+        .map_err(|e| CtlError::from_dcs(e, &target.settings.endpoints))
 }
 
 /// Read the cluster's report from etcd, as `GET /cluster` builds it.
 pub async fn fetch_report(target: &Target) -> Result<crate::api::cluster::ClusterReport, CtlError> {
-    let endpoints = &target.settings.endpoints;
-    let client = connect(&target.settings)
-        .await
-        .map_err(|e| CtlError::from_dcs(e, endpoints))?;
-    let view = load_view(&client, &target.prefix())
-        .await
-        .map_err(|e| CtlError::from_dcs(e, endpoints))?;
+    let (_, view) = fetch_view(target).await?;
     Ok(crate::api::cluster::report(&view, &target.scope))
+}
+
+/// The view through a client over every endpoint; when that fails for want
+/// of an answer, through each endpoint alone, in order. The balanced client
+/// sends a call to a member that is down (a unit removed, an etcd
+/// restarting) and fails although the others answer; a one-shot command
+/// must not fail for that.
+async fn read_view(
+    target: &Target,
+) -> Result<(etcd_client::Client, crate::cluster::ClusterView), DcsError> {
+    let prefix = target.prefix();
+    let once = |settings: EtcdSettings| {
+        let prefix = prefix.clone();
+        async move {
+            let client = connect(&settings).await?;
+            let view = load_view(&client, &prefix).await?;
+            Ok::<_, DcsError>((client, view))
+        }
+    };
+    let all = &target.settings;
+    let first = match once(all.clone()).await {
+        Err(e) if e.is_transient() && all.endpoints.len() > 1 => e,
+        done => return done,
+    };
+    for endpoint in &all.endpoints {
+        let alone = EtcdSettings {
+            endpoints: vec![endpoint.clone()],
+            ..all.clone()
+        };
+        match once(alone).await {
+            Err(e) if e.is_transient() => continue,
+            done => return done,
+        }
+    }
+    Err(first)
 }
 
 /// A single-threaded runtime: ctl does one thing at a time.
