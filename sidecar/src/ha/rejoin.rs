@@ -96,11 +96,6 @@ mod tests {
                 true,
             ),
             (
-                "an unclean stop never trusts its checkpoint alone",
-                stopped(1, false, 0x800, None),
-                true,
-            ),
-            (
                 "later timeline: its own switch point counts",
                 stopped(2, false, 0x5000, Some(0x8ff0)),
                 false,
