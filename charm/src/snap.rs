@@ -551,6 +551,13 @@ pub fn lookup<'a>(doc: &'a Value, key: &str) -> Option<&'a Value> {
         .try_fold(doc, |node, part| node.as_object()?.get(part))
 }
 
+/// A key's text, when it is set and not blank.
+pub fn text<'a>(doc: &'a Value, key: &str) -> Option<&'a str> {
+    lookup(doc, key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
 /// Does the snap hold `desired` at a key? snapd stores `5432` as a number and
 /// `"12345"` given on the command line as a number too, so a string and a
 /// number with the same text are the same value.

@@ -200,9 +200,7 @@ pub fn snap_current(snap_config: &Value) -> Option<[(String, Value); 3]> {
 /// (`tls.ca` is in force in the snap): what the `database` relation
 /// publishes as `tls-ca` (with `tls` = `"True"`); `None`: TLS is off.
 pub fn active_ca(o: &Observed) -> Option<&str> {
-    snap::lookup(&o.snap_config, SNAP_CA)
-        .and_then(Value::as_str)
-        .filter(|s| !s.trim().is_empty())
+    snap::text(&o.snap_config, SNAP_CA)
 }
 
 /// The notBefore and notAfter of the first certificate in `pem`, in

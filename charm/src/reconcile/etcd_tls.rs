@@ -21,13 +21,6 @@ use crate::status::Status;
 use crate::tls;
 use crate::tools::LogLevel;
 
-/// A snap key's text, when set and not empty.
-fn snap_text<'a>(config: &'a Value, key: &str) -> Option<&'a str> {
-    snap::lookup(config, key)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
 impl Reconciler<'_> {
     /// The certificate etcd should hold: the unit's own as this hook leaves
     /// it (`tls.*`), else etcd's copy (`etcd-tls.*`), which outlives the
@@ -42,7 +35,7 @@ impl Reconciler<'_> {
                 .map(str::to_string)
         };
         let config = &self.o.snap_config;
-        let copy = |key: &str| snap_text(config, key).map(str::to_string);
+        let copy = |key: &str| snap::text(config, key).map(str::to_string);
         let unit = || {
             Some(TlsCopy {
                 cert: desired(tls::SNAP_CERT)?,
@@ -208,7 +201,7 @@ impl Reconciler<'_> {
         }
         let on = wanted == Level::On;
         let mut keys = etcd::listener_keys(ip, wanted, copy.as_ref());
-        let cluster = snap_text(&o.snap_config, "etcd.initial-cluster").unwrap_or_default();
+        let cluster = snap::text(&o.snap_config, "etcd.initial-cluster").unwrap_or_default();
         let own_peer = etcd::with_scheme(&etcd::peer_url(ip), on);
         keys.push((
             "etcd.initial-cluster".into(),
