@@ -178,7 +178,13 @@ fn deploy_three_units_configure_and_operate() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     check_cluster(&d, &primary, 3)?;
-    assert_eq!(d.model().state().app_status.status, "active");
+    // status-set is immediate and the application's status is set after
+    // the unit's, so it is waited for too.
+    d.wait_for("the application active", DEPLOY, |d| {
+        let app = d.model().state().app_status;
+        anyhow::ensure!(app.status == "active", "{app:?}");
+        Ok(())
+    })?;
     write_and_read_everywhere(&d, &primary, "deployed")?;
     d.settle(DEPLOY)?;
 
@@ -514,11 +520,11 @@ fn scale_up_and_down() -> anyhow::Result<()> {
     d.add_units(1)?;
     let primary = active_cluster(&d, 2)?;
     check_cluster(&d, &primary, 2)?;
-    let app = d.model().state().app_status;
-    assert!(
-        app.message.contains("cannot fail over"),
-        "two units say they cannot fail over: {app:?}"
-    );
+    d.wait_for("two units say they cannot fail over", DEPLOY, |d| {
+        let app = d.model().state().app_status;
+        anyhow::ensure!(app.message.contains("cannot fail over"), "{app:?}");
+        Ok(())
+    })?;
     Ok(())
 }
 

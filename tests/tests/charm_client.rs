@@ -445,7 +445,13 @@ fn bad_client_requests_are_refused_until_fixed() -> anyhow::Result<()> {
         )),
         "{message}"
     );
-    assert_eq!(d.model().state().app_status.message, message);
+    // status-set is immediate, one call per status: the application's
+    // status follows the unit's within the same hook.
+    d.wait_for("the application's status says so too", DEPLOY, |d| {
+        let app = d.model().state().app_status.message;
+        anyhow::ensure!(app == message, "{app:?}");
+        Ok(())
+    })?;
     assert!(!d.local_app_data(rid).contains_key("secret-user"));
 
     // Fixed: the user is made, with the group asked for.
