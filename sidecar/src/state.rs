@@ -318,9 +318,18 @@ impl Shared {
 
     /// Does this member hold the leader key with a lease that still allows writes?
     pub fn holds_leader_lease(&self, now: Instant) -> bool {
+        let deadline = self.own_lease_deadline();
+        let snap = self.snapshot.read().unwrap();
+        crate::ha::decide::lease_allows_writes(deadline, now, &snap.dynamic)
+    }
+
+    /// Until when this member's lease is known to live, while the leader
+    /// key is on it; `None` when the key is another's, absent or on no lease.
+    pub fn own_lease_deadline(&self) -> Option<Instant> {
         let me = self.config();
         let snap = self.snapshot.read().unwrap();
         Self::key_is_mine(&snap, &me.cluster.name)
-            && crate::ha::decide::lease_allows_writes(self.lease.deadline(), now, &snap.dynamic)
+            .then(|| self.lease.deadline())
+            .flatten()
     }
 }

@@ -31,6 +31,7 @@ pub mod ops;
 pub mod ports;
 pub mod process;
 pub mod prometheus;
+pub mod reads;
 pub mod snapd;
 pub mod sql;
 pub mod toolsock;

@@ -14,6 +14,7 @@ use pgpilot::dynamic::DynamicConfig;
 use pgpilot_e2e::checker::{Report, WriteChecker};
 use pgpilot_e2e::faults::FaultCluster;
 use pgpilot_e2e::process::{self as proc, Signal};
+use pgpilot_e2e::reads::{outage, ReadProbe};
 use pgpilot_e2e::wait_until;
 use pgpilot_e2e::writer::WriterOptions;
 
@@ -455,6 +456,7 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
         .await?
         .ok_or_else(|| anyhow::anyhow!("no leader key in etcd"))?;
 
+    let reads = ReadProbe::start(fc.member(leader).pg_port, Duration::from_secs(400));
     let cut = Instant::now();
     fc.proxy(leader).cut();
     let expiry = fc.lease_expiry_bounds(lease).await?;
@@ -468,6 +470,7 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     let rejoined = fc
         .wait_streaming_to(new_leader, leader, Duration::from_secs(120))
         .await;
+    let streaming_after = healed.elapsed();
     let replicated = match &rejoined {
         Ok(()) => {
             fc.execute(
@@ -487,6 +490,10 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     };
     let report = checker.stop().await;
     let last_old = report.last_success(leader).map(|p| (p.sent, p.done));
+    let reads = outage(&reads.stop(), cut, healed);
+    let log = std::fs::read_to_string(&fc.member(leader).log_path).unwrap_or_default();
+    let fenced_cleanly = log.contains("no longer accepts writes") && log.contains("clean=true");
+    let rewound = log.contains("running pg_rewind");
 
     eprintln!(
         "{} cut from etcd: last write accepted by it sent {} after the cut; old lease expiry per \
@@ -508,6 +515,28 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
         delta(cut, first_new.1),
         delta(cut, healed),
     );
+    if let Some(o) = &reads {
+        eprintln!(
+            "reads on {}: refused {:.2}s after the cut, answered read-only again {} later; \
+             {} of {} probes unanswered from then until the heal; {}; streaming from {} {:.2}s \
+             after the heal",
+            fc.name(leader),
+            delta(cut, o.first_failure),
+            o.read_only_again
+                .map(|b| format!("{:.2}s", delta(o.first_failure, b)))
+                .unwrap_or_else(|| "never".into()),
+            o.failures_after,
+            o.probes_after,
+            match (fenced_cleanly, rewound) {
+                (true, false) => "fast shutdown, rejoined without pg_rewind",
+                (true, true) => "fast shutdown, yet rewound",
+                (false, true) => "stopped immediately, rewound",
+                (false, false) => "stopped immediately, rejoined without pg_rewind",
+            },
+            fc.name(new_leader),
+            streaming_after.as_secs_f64(),
+        );
+    }
     if let (Some(e), Some((_, done))) = (expiry, last_old) {
         eprintln!(
             "fencing margin: the old primary's last write was answered {:.2}s before the earliest \
@@ -542,6 +571,25 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     f.check(
         old_primary_status != Some(200),
         "the cut-off leader still answered /primary with 200 after the new leader did",
+    );
+    // Issue 14, item 1: fenced, it comes back read-only and keeps serving
+    // reads while cut off (figures above; the bound here is generous).
+    if let Some(o) = &reads {
+        f.check(
+            o.read_only_again
+                .is_some_and(|b| b.duration_since(o.first_failure) < Duration::from_secs(10)),
+            format!("the fenced leader did not serve reads again, read-only, soon: {o:?}"),
+        );
+        f.check(
+            o.failures_after == 0,
+            format!("reads failed on the fenced leader during the cut: {o:?}"),
+        );
+    }
+    // Item 5: a fast shutdown hands everything to the replicas, so nothing
+    // diverged and nothing is rewound.
+    f.check(
+        !(fenced_cleanly && rewound),
+        "the fenced leader stopped cleanly yet was rewound",
     );
     f.check(
         rejoined.is_ok(),

@@ -243,12 +243,12 @@ async fn switched_over_primary_rejoins_without_rewind() -> anyhow::Result<()> {
     replicated.map_err(|e| fc.with_logs(e))
 }
 
-/// Issue 14, item 5: a leader cut from etcd is fenced (an immediate stop:
-/// no shutdown checkpoint). Nothing was being written, so its replicas had
-/// all its WAL and the new leader's timeline did not fork from anything it
-/// has: once the link heals it reads where its WAL ends, finds it before the
-/// switch point, and follows the new leader without pg_rewind (nor the
-/// single-user crash recovery pg_rewind needs).
+/// Issue 14, items 1 and 5: a leader cut from etcd is fenced — a fast
+/// shutdown that hands its replicas everything up to the shutdown
+/// checkpoint — and comes back read-only. The new leader's timeline did not
+/// fork from anything it has: once the link heals it follows the new leader
+/// as it runs, without pg_rewind (nor the single-user crash recovery
+/// pg_rewind needs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fenced_primary_with_nothing_unsent_rejoins_without_rewind() -> anyhow::Result<()> {
     let fc = FaultCluster::builder()
@@ -306,8 +306,169 @@ async fn fenced_primary_with_nothing_unsent_rejoins_without_rewind() -> anyhow::
     if rewound(&log) {
         problems.push("the fenced primary ran pg_rewind though it had not diverged".into());
     }
-    if !log.contains("stopped without a shutdown checkpoint") {
-        problems.push("the fenced primary's log does not say where its WAL ends".into());
+    if !(log.contains("no longer accepts writes") && log.contains("clean=true")) {
+        problems.push("the fenced primary's log does not show a clean demotion".into());
     }
     fc.verdict(&problems)
+}
+
+/// Issue 14, item 1, the leader holding rows its replicas never received:
+/// their WAL receivers are stopped and its WAL senders ended, it commits
+/// rows 11..20 that only it has, and it is cut from etcd. Fenced, it comes
+/// back read-only with them. Then the receivers resume.
+///
+/// - `isolated: false`: they reach the fenced member and stream its last
+///   commits from it, read-only as it is, before any takeover: the new
+///   leader holds all 20 rows (no acknowledged commit lost), and the old
+///   member rejoins without pg_rewind.
+/// - `isolated: true`: its pg_hba.conf rejects replication too (a machine
+///   cut off entirely), so a replica takes over without those rows. Once
+///   the link heals the old member, running read-only, finds its WAL past
+///   the new leader's switch point: it stops, is rewound (pgpilot writes
+///   pg_hba.conf again as it starts it) and streams, ending with exactly
+///   the new leader's rows.
+async fn fenced_with_rows_only_it_has(isolated: bool) -> anyhow::Result<()> {
+    let fc = FaultCluster::builder()
+        .members(3)
+        .etcd_proxies()
+        .start()
+        .await?;
+    let old = fc.wait_ready(READY).await?;
+    fc.execute(
+        old,
+        "CREATE TABLE e2e_fd (id int PRIMARY KEY, origin text NOT NULL); \
+         INSERT INTO e2e_fd SELECT g, 'common' FROM generate_series(1, 10) g",
+    )
+    .await?;
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    for &r in &replicas {
+        fc.wait_value(r, "SELECT count(*)::text FROM e2e_fd", "10", REPLICATE)
+            .await?;
+    }
+    let mut receivers = Vec::new();
+    for &r in &replicas {
+        receivers.push(fc.pause_walreceiver(r).await?);
+    }
+    fc.execute(
+        old,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
+    )
+    .await?;
+    fc.wait_value(
+        old,
+        "SELECT count(*)::text FROM pg_stat_replication",
+        "0",
+        REPLICATE,
+    )
+    .await?;
+    fc.execute(
+        old,
+        "INSERT INTO e2e_fd SELECT g, 'only-old' FROM generate_series(11, 20) g",
+    )
+    .await?;
+    if isolated {
+        let hba = fc.member(old).data_dir.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(
+            &hba,
+            format!("host replication all 0.0.0.0/0 reject\n{rules}"),
+        )?;
+        fc.execute(old, "SELECT pg_reload_conf()").await?;
+    }
+    fc.proxy(old).cut();
+    wait_until(
+        "the cut-off leader to answer read-only with its own rows",
+        FAILOVER,
+        async || {
+            let got = fc
+                .query_one(
+                    old,
+                    "SELECT pg_is_in_recovery()::text || ',' || count(*)::text FROM e2e_fd",
+                )
+                .await?;
+            anyhow::ensure!(got == "true,20", "got {got:?}");
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| fc.with_logs(e))?;
+    for pid in receivers {
+        fc.resume_pid(pid);
+    }
+    let (new_leader, _) = fc.wait_other_leader(&[old], FAILOVER).await?;
+    fc.wait_published_timeline(new_leader, 2, Duration::from_secs(60))
+        .await?;
+    let on_new = fc
+        .query_one(
+            new_leader,
+            "SELECT count(*) FILTER (WHERE origin = 'only-old')::text FROM e2e_fd",
+        )
+        .await?;
+    fc.execute(new_leader, "INSERT INTO e2e_fd VALUES (1001, 'new')")
+        .await?;
+    let healed = Instant::now();
+    fc.proxy(old).heal();
+    let rejoined = fc.wait_streaming_to(new_leader, old, REJOIN).await;
+    let after_heal = healed.elapsed();
+    let expected = if isolated { "11,0" } else { "21,10" };
+    let rows = match &rejoined {
+        Ok(()) => {
+            fc.wait_value(
+                old,
+                "SELECT count(*)::text || ',' || count(*) FILTER (WHERE origin = 'only-old')::text \
+                 FROM e2e_fd",
+                expected,
+                REPLICATE,
+            )
+            .await
+        }
+        Err(_) => Ok(()),
+    };
+    let log = fc.member(old).log();
+    eprintln!(
+        "{} fenced with rows only it had ({}), {} leads with {on_new} of them; healed: \
+         streaming from it {:.2}s later, {}",
+        fc.name(old),
+        if isolated { "isolated" } else { "reachable" },
+        fc.name(new_leader),
+        after_heal.as_secs_f64(),
+        if rewound(&log) {
+            "after a pg_rewind"
+        } else {
+            "without pg_rewind"
+        }
+    );
+    let mut problems = Vec::new();
+    let (wanted_on_new, must_rewind) = if isolated { ("0", true) } else { ("10", false) };
+    if on_new != wanted_on_new {
+        problems.push(format!(
+            "the new leader has {on_new} of the rows only the old one had, expected {wanted_on_new}"
+        ));
+    }
+    if let Err(e) = &rejoined {
+        problems.push(format!("the fenced primary did not rejoin: {e:#}"));
+    }
+    if let Err(e) = &rows {
+        problems.push(format!(
+            "the old member does not hold exactly the new leader's rows: {e:#}"
+        ));
+    }
+    let completed_rewind = log.contains("running pg_rewind") && log.contains("pg_rewind done");
+    if must_rewind && !completed_rewind {
+        problems.push("the diverged fenced primary was not rewound".into());
+    }
+    if !must_rewind && rewound(&log) {
+        problems.push("the fenced primary was rewound though its replicas got everything".into());
+    }
+    fc.verdict(&problems)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_primary_hands_its_last_commits_to_its_replicas() -> anyhow::Result<()> {
+    fenced_with_rows_only_it_has(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fenced_primary_that_diverged_is_rewound_from_read_only() -> anyhow::Result<()> {
+    fenced_with_rows_only_it_has(true).await
 }

@@ -102,6 +102,9 @@ pub struct Inputs<'a> {
     /// The last bootstrap (initdb) failed: why, and how long until the
     /// next try ([`bootstrap_backoff`]); `None` once that time has come.
     pub bootstrap_retry: Option<(Duration, &'a str)>,
+    /// The store answered this cycle. When it did not, `view` is the last
+    /// one read, and only actions that need no store are taken.
+    pub store_reachable: bool,
 }
 
 /// How long to wait before bootstrap attempt `failures + 1`: loop_wait,
@@ -140,6 +143,8 @@ pub enum Action {
     /// Stop accepting writes now (immediate stop); it restarts as a standby
     /// in a later cycle, after a rewind if it diverged.
     Demote,
+    /// Stop the running standby cleanly (fast shutdown), for pg_rewind.
+    StopStandby,
     /// Planned hand-over: fast stop, wait until `candidate` (or any replica)
     /// has the shutdown checkpoint, then give up the key.
     Handover { candidate: Option<String> },
@@ -154,6 +159,19 @@ pub enum Action {
     ReleaseLeader,
     /// The data directory belongs to another cluster: stop for good.
     Halt,
+}
+
+impl Action {
+    /// Can it be carried out on the last view read, while the store does
+    /// not answer? Only what acts on the local instance without claiming,
+    /// keeping or reading anything the store decides: stop accepting writes,
+    /// start or stay read-only, halt.
+    pub fn needs_store(&self) -> bool {
+        !matches!(
+            self,
+            Action::Demote | Action::StartReplica { .. } | Action::Follow { .. } | Action::Halt
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -295,7 +313,32 @@ pub fn decide(i: &Inputs) -> Decision {
         prelude.append(&mut decision.actions);
         decision.actions = prelude;
     }
-    decision
+    if i.store_reachable {
+        decision
+    } else {
+        without_store(decision)
+    }
+}
+
+/// The store did not answer: keep the actions up to the first that needs
+/// it (nothing after it may run without it), and say so.
+fn without_store(decision: Decision) -> Decision {
+    let Some(cut) = decision.actions.iter().position(Action::needs_store) else {
+        return decision;
+    };
+    let kept = decision.actions[..cut].to_vec();
+    let reason = if kept.is_empty() {
+        format!(
+            "etcd does not answer: waiting, read-only at most (would otherwise: {})",
+            decision.reason
+        )
+    } else {
+        format!(
+            "etcd does not answer: only what needs no etcd (would otherwise: {})",
+            decision.reason
+        )
+    };
+    Decision::new(kept, reason)
 }
 
 fn decide_empty(i: &Inputs, i_lead: bool, other_leader: Option<String>) -> Decision {
@@ -365,9 +408,12 @@ fn decide_stopped(
 ) -> Decision {
     if i_lead {
         if !writes_allowed {
+            // Read-only is always safe (invariant 1): reads keep working
+            // while the lease is settled.
             return Decision::new(
-                vec![Action::ReleaseLeader],
-                "PostgreSQL is down and my lease is about to expire: giving up the leader key",
+                vec![Action::StartReplica { leader: None }, Action::ReleaseLeader],
+                "PostgreSQL is down and my lease is about to expire: starting it read-only \
+                 and giving up the leader key",
             );
         }
         let down_for = i
@@ -399,11 +445,7 @@ fn decide_stopped(
         );
     };
     if let Some(stopped) = &i.stopped_as {
-        let leader_timeline = i
-            .view
-            .member(&leader)
-            .and_then(|m| m.status.timeline)
-            .unwrap_or_else(|| i.view.timeline());
+        let leader_timeline = leader_timeline(i, &leader);
         if stopped.was_primary && leader_timeline <= stopped.timeline {
             // A new leader is always on a later timeline than a former
             // primary; until it has published it, the divergence check
@@ -413,29 +455,7 @@ fn decide_stopped(
             ));
         }
         if stopped.was_primary && super::rejoin::diverged(stopped, &i.view.history) {
-            if !i.dynamic.postgresql.use_pg_rewind {
-                return Decision::wait(format!(
-                    "former primary diverged from leader {leader} and use_pg_rewind is off: \
-                     reinitialize this member"
-                ));
-            }
-            if i.rewind_failed {
-                return Decision::wait(format!(
-                    "former primary diverged from leader {leader} and pg_rewind failed: \
-                     reinitialize this member (pgpilot ctl reinit)"
-                ));
-            }
-            return Decision::new(
-                vec![
-                    Action::Rewind {
-                        leader: leader.clone(),
-                    },
-                    Action::StartReplica {
-                        leader: Some(leader.clone()),
-                    },
-                ],
-                format!("rejoining leader {leader}: rewinding this former primary first"),
-            );
+            return rewind_onto(i, &leader, None);
         }
     }
     Decision::new(
@@ -443,6 +463,43 @@ fn decide_stopped(
             leader: Some(leader.clone()),
         }],
         format!("starting PostgreSQL as a replica of {leader}"),
+    )
+}
+
+/// The timeline `leader` runs on: its own report, else the cluster's.
+fn leader_timeline(i: &Inputs, leader: &str) -> u32 {
+    i.view
+        .member(leader)
+        .and_then(|m| m.status.timeline)
+        .unwrap_or_else(|| i.view.timeline())
+}
+
+/// This member holds WAL past `leader`'s switch point: rewind it onto the
+/// leader's timeline (after `first`, which stops it) and start it as its
+/// replica, or say why it waits.
+fn rewind_onto(i: &Inputs, leader: &str, first: Option<Action>) -> Decision {
+    if !i.dynamic.postgresql.use_pg_rewind {
+        return Decision::wait(format!(
+            "this member diverged from leader {leader} and use_pg_rewind is off: \
+             reinitialize this member"
+        ));
+    }
+    if i.rewind_failed {
+        return Decision::wait(format!(
+            "this member diverged from leader {leader} and pg_rewind failed: \
+             reinitialize this member (pgpilot ctl reinit)"
+        ));
+    }
+    let mut actions: Vec<Action> = first.into_iter().collect();
+    actions.push(Action::Rewind {
+        leader: leader.to_string(),
+    });
+    actions.push(Action::StartReplica {
+        leader: Some(leader.to_string()),
+    });
+    Decision::new(
+        actions,
+        format!("rejoining leader {leader}: rewinding this member first, its history diverged"),
     )
 }
 
@@ -603,6 +660,17 @@ fn decide_running_replica(
         );
     }
     if let Some(leader) = other_leader {
+        // A former primary brought back read-only by the fence, or a replica
+        // that had received more than the new leader: WAL past the switch
+        // point never streams, so it is rewound first.
+        if let LocalPg::Running { timeline, .. } = i.pg {
+            if leader_timeline(i, &leader) > timeline
+                && super::rejoin::diverged_at(timeline, wal_position, &i.view.history)
+                && !paused
+            {
+                return rewind_onto(i, &leader, Some(Action::StopStandby));
+            }
+        }
         if i.following == Some(leader.as_str()) {
             return Decision::wait(format!("no action: streaming from leader {leader}"));
         }

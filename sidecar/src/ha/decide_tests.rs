@@ -112,6 +112,8 @@ struct Local {
     bootstrap_retry_in: Option<u64>,
     /// Made (cloned, restored) and not streamed since.
     not_streamed: bool,
+    /// The store answered this cycle (the view is fresh).
+    store_reachable: bool,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -161,6 +163,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         bootstrap_failed: false,
         bootstrap_retry_in: None,
         not_streamed: false,
+        store_reachable: true,
     }
 }
 
@@ -225,6 +228,7 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
         peers: &l.peers,
         not_streamed: l.not_streamed,
         following: l.following,
+        store_reachable: l.store_reachable,
     })
 }
 
@@ -360,10 +364,10 @@ async fn stopped_instance() {
                 vec![Action::StartPrimary],
             ),
             (
-                "I hold the key but the lease is ending (invariant 1): release it",
+                "I hold the key but the lease is ending (invariant 1): read-only, release it",
                 led_by("me").await,
                 expiring,
-                vec![Action::ReleaseLeader],
+                vec![Action::StartReplica { leader: None }, Action::ReleaseLeader],
             ),
             (
                 "another leader: start as its replica",
@@ -1024,6 +1028,9 @@ async fn former_primary_rejoins_through_rewind_only_when_it_diverged() {
         ],
     );
 }
+
+#[path = "decide_partition_tests.rs"]
+mod partition;
 
 #[tokio::test(start_paused = true)]
 async fn synchronous_mode_lets_only_sync_members_take_over() {

@@ -174,6 +174,15 @@ impl<D: Dcs> Ha<D> {
                 self.set_pg_state(PgState::Stopped, Role::Demoted);
                 Ok(true)
             }
+            Action::StopStandby => {
+                tracing::info!("stopping this standby cleanly for pg_rewind");
+                self.set_pg_state(PgState::Stopping, Role::Replica);
+                pg.stop(StopMode::Fast).await?;
+                self.announce(Event::Stopped(Role::Replica));
+                self.following = None;
+                self.set_pg_state(PgState::Stopped, Role::Replica);
+                Ok(true)
+            }
             Action::Handover { candidate } => {
                 self.handover(view, candidate.as_deref()).await?;
                 if dynamic.pause {

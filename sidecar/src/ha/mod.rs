@@ -86,6 +86,11 @@ pub struct Ha<D: Dcs> {
     /// Where the WAL of a crashed former primary ends, by (timeline,
     /// checkpoint): read once per stop ([`rejoin::last_record`]).
     wal_end: Option<((u32, u64), Option<u64>)>,
+    /// The store answered this cycle's read (nothing is written to it otherwise).
+    store_reachable: bool,
+    /// The last decision logged at info while the store did not answer,
+    /// and when: repeats are logged once a minute.
+    unreachable_logged: Option<(String, Instant)>,
 }
 
 impl<D: Dcs> Ha<D> {
@@ -120,6 +125,8 @@ impl<D: Dcs> Ha<D> {
             sync_standbys: Vec::new(),
             slot_departures: BTreeMap::new(),
             wal_end: None,
+            store_reachable: true,
+            unreachable_logged: None,
         }
     }
 
@@ -362,6 +369,19 @@ impl<D: Dcs> Ha<D> {
             let _ = reply.send(outcome);
         }
         let mut fresh_view = self.load_view().await;
+        if fresh_view.is_some() != self.store_reachable {
+            if fresh_view.is_some() {
+                tracing::info!("etcd answers again");
+            } else {
+                tracing::warn!(
+                    "etcd does not answer: deciding on the last view read, with nothing that \
+                     needs etcd; PostgreSQL stays read-only unless this member's lease is \
+                     provably alive"
+                );
+            }
+            self.store_reachable = fresh_view.is_some();
+            self.unreachable_logged = None;
+        }
         let wanted_ttl = fresh_view
             .as_ref()
             .and_then(|v| v.config.as_ref())
@@ -449,8 +469,9 @@ impl<D: Dcs> Ha<D> {
                 let now = tokio::time::Instant::now();
                 (r.at > now).then(|| (r.at - now, r.why.as_str()))
             }),
+            store_reachable: self.store_reachable,
         });
-        log_decision(&decision);
+        self.log_decision(&decision);
         let my_lease = self.dcs.lease_id();
         self.shared.update(|s| {
             s.view = view.clone();
@@ -559,6 +580,10 @@ impl<D: Dcs> Ha<D> {
     /// Write `members/<me>` with what we are now, unless `seen` (the view
     /// read this cycle) already holds exactly that.
     async fn publish(&self, seen: Option<&ClusterView>) {
+        if !self.store_reachable {
+            // It would only wait out its timeout; published when etcd answers.
+            return;
+        }
         let snap = self.shared.snapshot();
         let config = self.shared.config();
         let obs = snap
@@ -610,7 +635,26 @@ impl<D: Dcs> Ha<D> {
     }
 }
 
-fn log_decision(decision: &Decision) {
-    let actions: Vec<String> = decision.actions.iter().map(|a| format!("{a:?}")).collect();
-    tracing::info!(actions = %actions.join(","), "{}", decision.reason);
+impl<D: Dcs> Ha<D> {
+    /// Log the decision at info; while etcd does not answer, the same
+    /// decision again only once a minute (at debug in between).
+    fn log_decision(&mut self, decision: &Decision) {
+        const REPEAT: Duration = Duration::from_secs(60);
+        let actions: Vec<String> = decision.actions.iter().map(|a| format!("{a:?}")).collect();
+        let actions = actions.join(",");
+        if !self.store_reachable {
+            let key = format!("{actions}|{}", decision.reason);
+            let now = Instant::now();
+            let repeat = self
+                .unreachable_logged
+                .as_ref()
+                .is_some_and(|(last, at)| *last == key && now.duration_since(*at) < REPEAT);
+            if repeat {
+                tracing::debug!(actions = %actions, "{}", decision.reason);
+                return;
+            }
+            self.unreachable_logged = Some((key, now));
+        }
+        tracing::info!(actions = %actions, "{}", decision.reason);
+    }
 }

@@ -41,6 +41,17 @@ pub fn diverged(stopped: &StoppedAs, history: &[HistoryEntry]) -> bool {
     }
 }
 
+/// Must a running standby on `timeline`, whose WAL ends at `wal_end` (the
+/// end of what it received or replayed), be rewound before it can follow a
+/// leader on a later timeline? Exactly when its WAL goes past the switch
+/// point: the leader has nothing there, so streaming never resumes.
+pub fn diverged_at(timeline: u32, wal_end: u64, history: &[HistoryEntry]) -> bool {
+    match history.iter().find(|h| h.0 == timeline) {
+        Some(h) => wal_end > h.1,
+        None => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +121,23 @@ mod tests {
             assert_eq!(diverged(&s, &history), want, "{why}");
         }
         assert!(diverged(&stopped(1, true, 0x10, None), &[]), "no history");
+    }
+
+    #[test]
+    fn a_running_standby_diverged_when_its_wal_ends_past_the_switch_point() {
+        let history = vec![HistoryEntry(
+            1,
+            0x1000,
+            "promoted".into(),
+            "t".into(),
+            "b".into(),
+        )];
+        assert!(!diverged_at(1, 0xf00, &history), "behind the switch point");
+        assert!(!diverged_at(1, 0x1000, &history), "ends exactly there");
+        assert!(diverged_at(1, 0x1001, &history), "past it");
+        assert!(
+            diverged_at(2, 0x10, &history),
+            "timeline not in the history"
+        );
     }
 }

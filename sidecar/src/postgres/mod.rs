@@ -96,6 +96,9 @@ pub struct Postgres {
     data_dir: PathBuf,
     run_as: RunAs,
     client: Mutex<Option<Session>>,
+    /// Held while a postmaster is being started: the HA loop and the fence
+    /// (which brings a demoted primary back read-only) never start two.
+    starting: Mutex<()>,
     /// The reload generation whose superuser password was last reported
     /// as not accepted yet (logged once per reload).
     fallback_logged: std::sync::atomic::AtomicU64,
@@ -113,6 +116,7 @@ impl Postgres {
             live,
             run_as,
             client: Mutex::new(None),
+            starting: Mutex::new(()),
             fallback_logged: std::sync::atomic::AtomicU64::new(u64::MAX),
             exited: Arc::new(tokio::sync::Notify::new()),
         })
@@ -530,6 +534,7 @@ impl Postgres {
     /// Start the postmaster (configuration already written) and wait until it
     /// accepts connections, or fail with the end of its log.
     pub async fn start(&self) -> Result<(), PgError> {
+        let _starting = self.starting.lock().await;
         if self.is_running() {
             return Ok(());
         }
@@ -607,30 +612,59 @@ impl Postgres {
 
     /// Stop the postmaster and wait until it is gone.
     pub async fn stop(&self, mode: StopMode) -> Result<(), PgError> {
-        *self.client.lock().await = None;
+        let escalate_at = tokio::time::Instant::now() + self.timeout();
+        self.stop_by(mode, escalate_at).await.map(drop)
+    }
+
+    /// Stop the postmaster with `mode` and wait until it is gone; if it is
+    /// still there at `escalate_at`, a fast shutdown becomes immediate and
+    /// an immediate one is killed (then again `pg_ctl_timeout` later).
+    /// Returns how it ended. The signal goes out before anything else, so
+    /// a statement in flight on the local session cannot delay it.
+    pub async fn stop_by(
+        &self,
+        mode: StopMode,
+        escalate_at: tokio::time::Instant,
+    ) -> Result<StopMode, PgError> {
         let Some(pid) = self.postmaster_pid() else {
-            return Ok(());
+            return Ok(mode);
         };
-        let sig = match mode {
+        let signal_for = |mode| match mode {
             StopMode::Fast => Signal::SIGINT,
             StopMode::Immediate => Signal::SIGQUIT,
         };
-        process::signal(pid, sig)?;
-        let deadline = tokio::time::Instant::now() + self.timeout();
+        process::signal(pid, signal_for(mode))?;
+        if let Ok(mut session) = self.client.try_lock() {
+            *session = None;
+        }
+        let (mut mode, mut escalate_at) = (mode, escalate_at);
         while process::process_alive(pid) {
-            if tokio::time::Instant::now() > deadline {
+            let now = tokio::time::Instant::now();
+            if now >= escalate_at {
+                escalate_at = now + self.timeout();
                 if mode == StopMode::Fast {
                     tracing::warn!(
                         pid,
                         "fast shutdown is taking too long, stopping immediately"
                     );
-                    return Box::pin(self.stop(StopMode::Immediate)).await;
+                    mode = StopMode::Immediate;
+                    process::signal(pid, signal_for(mode))?;
+                } else {
+                    process::signal(pid, Signal::SIGKILL)?;
                 }
-                process::signal(pid, Signal::SIGKILL)?;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Ok(())
+        *self.client.lock().await = None;
+        Ok(mode)
+    }
+
+    /// Mark the stopped data directory a standby (standby.signal), keeping
+    /// its configuration: it starts read-only, with whatever upstream its
+    /// postgresql.conf names (none on a former primary).
+    pub fn mark_standby(&self) -> Result<(), PgError> {
+        self.run_as
+            .write_private(&self.data_dir().join("standby.signal"), "")
     }
 
     pub async fn reload(&self) -> Result<(), PgError> {
