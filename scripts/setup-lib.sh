@@ -19,6 +19,7 @@ PGPILOT_PACKAGES=(
     snapd                            # `snap pack` (the client; no daemon) for scripts/build-snap.sh
     squashfs-tools                   # mksquashfs under `snap pack`; unsquashfs to list a .snap
     python3-yaml                     # scripts/snap-yaml.py: snapcraft.yaml -> meta/snap.yaml
+    nftables                         # nft: the fault tests drop a member's etcd packets in the kernel
 )
 
 say() { printf '==> %s\n' "$*"; }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::checker::{CheckerOptions, Target, WriteChecker};
 use crate::netcut::TcpProxy;
+use crate::netdrop::PacketDrop;
 use crate::process::{self as proc, Signal};
 use crate::writer::{AckWriter, WriterOptions, WriterTarget};
 use crate::{wait_until, Cluster};
@@ -115,6 +116,7 @@ impl FaultClusterBuilder {
         let fc = FaultCluster {
             c,
             proxies,
+            packets: Mutex::new(None),
             paused: Mutex::new(Vec::new()),
             ttl: Duration::from_secs(self.ttl),
         };
@@ -165,6 +167,8 @@ pub struct FaultCluster {
     /// so sidecars can still reach etcd while they stop).
     pub c: Cluster,
     proxies: Vec<Option<TcpProxy>>,
+    /// Kernel-level drops of members' etcd traffic, made on first use.
+    packets: Mutex<Option<PacketDrop>>,
     paused: Mutex<Vec<i32>>,
     ttl: Duration,
 }
@@ -181,6 +185,13 @@ impl Drop for FaultCluster {
         for p in self.proxies.iter().flatten() {
             p.heal();
         }
+        // Deleting the table lets every dropped packet through again.
+        drop(
+            self.packets
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         for pid in self
             .paused
             .lock()
@@ -213,6 +224,33 @@ impl FaultCluster {
     }
 
     /// Member `i`'s etcd proxy (only with [`FaultClusterBuilder::etcd_proxies`]).
+    /// Drop every packet between member `i`'s sidecar and etcd in the
+    /// kernel ([`crate::netdrop`]): established connections hang, nothing
+    /// is closed. Needs [`FaultClusterBuilder::etcd_proxies`] (each member
+    /// its own port).
+    pub fn drop_etcd_packets(&self, i: usize) -> anyhow::Result<()> {
+        let port = self.proxy(i).port;
+        let mut packets = self.packets.lock().unwrap_or_else(|e| e.into_inner());
+        if packets.is_none() {
+            *packets = Some(PacketDrop::new()?);
+        }
+        packets.as_ref().expect("made above").drop_port(port)
+    }
+
+    /// Let member `i`'s etcd packets through again.
+    pub fn pass_etcd_packets(&self, i: usize) -> anyhow::Result<()> {
+        let port = self.proxy(i).port;
+        match self
+            .packets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            Some(p) => p.pass_port(port),
+            None => Ok(()),
+        }
+    }
+
     pub fn proxy(&self, i: usize) -> &TcpProxy {
         self.proxies[i]
             .as_ref()

@@ -26,6 +26,7 @@ pub mod juju;
 pub mod member;
 pub mod monitoring;
 pub mod netcut;
+pub mod netdrop;
 pub mod openssl;
 pub mod ops;
 pub mod ports;

@@ -436,14 +436,25 @@ async fn paused_leader(how: Pause) -> anyhow::Result<()> {
     f.finish(&fc, Some(&report))
 }
 
-/// The leader cut off from etcd (its etcd traffic blackholed by its proxy;
-/// PostgreSQL replication and the REST API untouched): it stops accepting
-/// writes before its lease can be taken (before the latest instant etcd
-/// can expire it, and before any other member accepts a write); it stops
-/// answering /primary with 200; a replica becomes leader; once the link
-/// heals the old leader rejoins as a streaming replica and receives new rows.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
+/// How the leader's etcd traffic is cut.
+#[derive(Debug, Clone, Copy)]
+enum Cut {
+    /// Its proxy forwards nothing (its kernel still acknowledges what the
+    /// sidecar sends).
+    Proxy,
+    /// Every packet to and from its etcd port dropped in the kernel
+    /// (nftables), retransmissions included.
+    Packets,
+}
+
+/// The leader cut off from etcd (PostgreSQL replication and the REST API
+/// untouched): it stops accepting writes before its lease can be taken
+/// (before the latest instant etcd can expire it, and before any other
+/// member accepts a write), comes back read-only and serves reads while
+/// cut off; it stops answering /primary with 200; a replica becomes leader;
+/// once the link heals the old leader rejoins as a streaming replica and
+/// receives new rows.
+async fn leader_cut_from_etcd(how: Cut) -> anyhow::Result<()> {
     let fc = FaultCluster::builder()
         .members(3)
         .etcd_proxies()
@@ -458,14 +469,20 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
 
     let reads = ReadProbe::start(fc.member(leader).pg_port, Duration::from_secs(400));
     let cut = Instant::now();
-    fc.proxy(leader).cut();
+    match how {
+        Cut::Proxy => fc.proxy(leader).cut(),
+        Cut::Packets => fc.drop_etcd_packets(leader)?,
+    }
     let expiry = fc.lease_expiry_bounds(lease).await?;
     let (new_leader, seen) = fc.wait_other_leader(&[leader], FAILOVER).await?;
     let old_primary_status = fc.status(leader, "/primary").await;
     let first_new = first_write_on(&fc, &checker, new_leader, cut).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let healed = Instant::now();
-    fc.proxy(leader).heal();
+    match how {
+        Cut::Proxy => fc.proxy(leader).heal(),
+        Cut::Packets => fc.pass_etcd_packets(leader)?,
+    }
 
     let rejoined = fc
         .wait_streaming_to(new_leader, leader, Duration::from_secs(120))
@@ -496,7 +513,7 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     let rewound = log.contains("running pg_rewind");
 
     eprintln!(
-        "{} cut from etcd: last write accepted by it sent {} after the cut; old lease expiry per \
+        "{how:?}: {} cut from etcd: last write accepted by it sent {} after the cut; old lease expiry per \
          etcd {}; {} answered /primary after {:.2}s, first write on it after {:.2}s; \
          healed after {:.2}s",
         fc.name(leader),
@@ -605,4 +622,16 @@ async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
     );
     f.check(report.violations().is_empty(), report.describe_violations());
     f.finish(&fc, Some(&report))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_cut_from_etcd_fences_then_rejoins() -> anyhow::Result<()> {
+    leader_cut_from_etcd(Cut::Proxy).await
+}
+
+/// Issue 14, item 6: the same with the leader's etcd packets dropped in the
+/// kernel, so its open connections hang instead of being answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_etcd_packets_dropped_fences_then_rejoins() -> anyhow::Result<()> {
+    leader_cut_from_etcd(Cut::Packets).await
 }
