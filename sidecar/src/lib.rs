@@ -29,6 +29,7 @@ pub(crate) mod secret;
 pub mod snap;
 pub(crate) mod state;
 pub(crate) mod status;
+pub mod timestamp;
 pub mod tls;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

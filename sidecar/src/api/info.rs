@@ -16,7 +16,7 @@ pub async fn patroni<D: Dcs>(State(state): State<ApiState<D>>, method: Method) -
         let mut shown = scheduled.conditions.clone();
         shown.insert(
             "schedule".into(),
-            super::switchover::format_timestamp(scheduled.at).into(),
+            crate::timestamp::format_timestamp(scheduled.at).into(),
         );
         body["scheduled_restart"] = serde_json::Value::Object(shown);
     }

@@ -225,7 +225,7 @@ fn schedule_restart<D: Dcs>(
     filter: RestartFilter,
     body: &serde_json::Map<String, Value>,
 ) -> Response {
-    use super::switchover::{parse_timestamp, ScheduleError};
+    use crate::timestamp::{parse_timestamp, TimestampError};
     let unprocessable = |m: &str| text(StatusCode::UNPROCESSABLE_ENTITY, m.to_string());
     let Some(when) = when.as_str() else {
         return text(
@@ -234,13 +234,13 @@ fn schedule_restart<D: Dcs>(
         );
     };
     let at = match parse_timestamp(when) {
-        Err(ScheduleError::NoTimezone) => {
+        Err(TimestampError::NoTimezone) => {
             return text(
                 StatusCode::BAD_REQUEST,
                 "Timezone information is mandatory for the scheduled restart",
             )
         }
-        Err(ScheduleError::Unparsable) => return unprocessable(
+        Err(TimestampError::Unparsable) => return unprocessable(
             "Unable to parse scheduled timestamp. It should be in an unambiguous format, e.g. ISO 8601",
         ),
         Ok(at) if at < epoch_now() => return unprocessable("Cannot schedule restart in the past"),

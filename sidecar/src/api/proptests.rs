@@ -234,10 +234,10 @@ proptest! {
         }
         let ask = json!({"leader": "m1", "candidate": "m2", "scheduled_at": time});
         let _ = crate::api::switchover::parse_ask(&ask);
-        if let Ok(epoch) = crate::api::switchover::parse_timestamp(&time) {
-            let _ = crate::api::switchover::format_timestamp(epoch);
+        if let Ok(epoch) = crate::timestamp::parse_timestamp(&time) {
+            let _ = crate::timestamp::format_timestamp(epoch);
         }
-        let _ = crate::ha::decide::parse_schedule(&time);
+        let _ = crate::timestamp::parse_timestamp(&time);
         let _ = crate::api::health::parse_size(&time);
         let _ = crate::backup::parse_time(&time);
     }
@@ -253,10 +253,10 @@ proptest! {
         offset in prop_oneof![Just("Z".to_string()), "[+-][0-9]{2}:[0-9]{2}"],
     ) {
         let text = format!("{year:04}-{month:02}-{day:02}T{hour:02}:59:59{offset}");
-        if let Ok(epoch) = crate::api::switchover::parse_timestamp(&text) {
-            let _ = crate::api::switchover::format_timestamp(epoch);
+        if let Ok(epoch) = crate::timestamp::parse_timestamp(&text) {
+            let _ = crate::timestamp::format_timestamp(epoch);
         }
-        let _ = crate::ha::decide::parse_schedule(&text);
+        let _ = crate::timestamp::parse_timestamp(&text);
         let _ = crate::backup::parse_time(&text);
     }
 
@@ -405,17 +405,17 @@ proptest! {
 fn found_by_the_properties() {
     // A non-ASCII offset in a failover key's scheduled_at (panicked).
     assert_eq!(
-        crate::ha::decide::parse_schedule("2026-01-01T00:00:00+ࠀ"),
+        crate::timestamp::parse_timestamp("2026-01-01T00:00:00+ࠀ").ok(),
         None
     );
     assert_eq!(
-        crate::ha::decide::parse_schedule("2026-01-01T00:00:00+99999999999999999:00"),
+        crate::timestamp::parse_timestamp("2026-01-01T00:00:00+99999999999999999:00").ok(),
         None
     );
-    assert!(crate::ha::decide::parse_schedule("2026-01-01T00:00:00+02:00").is_some());
+    assert!(crate::timestamp::parse_timestamp("2026-01-01T00:00:00+02:00").is_ok());
     // A time an offset pushes past year 9999 (formatting it panicked).
-    assert!(crate::api::switchover::parse_timestamp("9999-12-31T23:59:59-01:00").is_err());
-    assert!(crate::api::switchover::parse_timestamp("9999-12-31T22:59:59-01:00").is_ok());
+    assert!(crate::timestamp::parse_timestamp("9999-12-31T23:59:59-01:00").is_err());
+    assert!(crate::timestamp::parse_timestamp("9999-12-31T22:59:59-01:00").is_ok());
     // A WAL-like name with multi-byte characters, a zero segment size (panicked).
     let parse = crate::backup::walrange::parse_segment;
     assert_eq!(parse("¡A0 𐀀ࠀ0  0 ࠀ0ࠀ0ࠀ0ࠀ0ࠀ0ࠀ0", 16 << 20), None);

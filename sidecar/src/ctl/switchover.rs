@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::rest::{self, body_text, call_first, confirm, print};
 use super::{CtlError, Target};
-use crate::api::switchover::{parse_timestamp, ScheduleError};
 use crate::cluster::{ClusterView, Member};
+use crate::timestamp::{parse_timestamp, TimestampError};
 
 #[derive(clap::Args, Debug)]
 pub struct SwitchoverArgs {
@@ -47,10 +47,10 @@ pub fn parse_scheduled(text: Option<&str>) -> Result<Option<String>, CtlError> {
         Some(t) if t.eq_ignore_ascii_case("now") => Ok(None),
         Some(t) => match parse_timestamp(t) {
             Ok(_) => Ok(Some(t.to_string())),
-            Err(ScheduleError::NoTimezone) => Err(CtlError::usage(format!(
+            Err(TimestampError::NoTimezone) => Err(CtlError::usage(format!(
                 "--scheduled {t:?} needs a time zone, e.g. {t}+00:00 or {t}Z"
             ))),
-            Err(ScheduleError::Unparsable) => Err(CtlError::usage(format!(
+            Err(TimestampError::Unparsable) => Err(CtlError::usage(format!(
                 "--scheduled {t:?} is not an ISO 8601 timestamp such as 2030-01-01T10:00:00+00:00"
             ))),
         },

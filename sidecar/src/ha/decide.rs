@@ -206,38 +206,6 @@ pub fn lease_allows_writes(
     deadline.is_some_and(|d| now + dynamic.fence_margin() < d)
 }
 
-/// Parse `scheduled_at` (RFC 3339 with an offset) to epoch seconds.
-pub fn parse_schedule(text: &str) -> Option<u64> {
-    let t = text.trim();
-    // Split off the offset: "Z", "+HH:MM" or "-HH:MM" after the time.
-    let (local, offset_secs): (&str, i64) =
-        if let Some(stripped) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
-            (stripped, 0)
-        } else {
-            let pos = t.rfind(['+', '-']).filter(|p| *p > 10)?;
-            let (local, off) = t.split_at(pos);
-            let sign = if off.starts_with('-') { -1 } else { 1 };
-            // `+`/`-` are one byte; what follows may be anything (it comes
-            // from the failover key): split on characters, bound the numbers.
-            let rest = &off[1..];
-            let (h, m) = rest.split_once(':').unwrap_or_else(|| {
-                let at = rest.char_indices().nth(2).map_or(rest.len(), |(i, _)| i);
-                rest.split_at(at)
-            });
-            let h = h.parse::<i64>().ok().filter(|h| (0..24).contains(h))?;
-            let m = if m.is_empty() {
-                0
-            } else {
-                m.parse::<i64>().ok().filter(|m| (0..60).contains(m))?
-            };
-            let secs = h * 3600 + m * 60;
-            (local, sign * secs)
-        };
-    let utc = humantime::parse_rfc3339_weak(local).ok()?;
-    let epoch = utc.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64 - offset_secs;
-    u64::try_from(epoch).ok()
-}
-
 pub fn decide(i: &Inputs) -> Decision {
     let leader = i.view.leader_name();
     let i_lead = leader == Some(i.me);
@@ -568,7 +536,7 @@ fn decide_switchover(i: &Inputs, request: &FailoverRequest) -> Decision {
         );
     }
     if let Some(at) = request.scheduled_at.as_deref() {
-        match parse_schedule(at) {
+        match crate::timestamp::parse_timestamp(at).ok() {
             Some(when) if when > i.wall_now => {
                 return chores(format!("switchover scheduled at {at}"));
             }

@@ -1117,20 +1117,6 @@ async fn crashed_primary_restarts_in_place_then_fails_over() {
 }
 
 #[test]
-fn schedules_parse_with_offsets() {
-    assert_eq!(parse_schedule("2024-01-01T00:00:00Z"), Some(1_704_067_200));
-    assert_eq!(
-        parse_schedule("2024-01-01T02:00:00+02:00"),
-        Some(1_704_067_200)
-    );
-    assert_eq!(
-        parse_schedule("2023-12-31T23:00:00-01:00"),
-        Some(1_704_067_200)
-    );
-    assert_eq!(parse_schedule("tomorrow"), None);
-}
-
-#[test]
 fn bootstrap_backoff_doubles_up_to_five_minutes() {
     use super::bootstrap_backoff;
     let s = Duration::from_secs;
