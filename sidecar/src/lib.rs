@@ -20,6 +20,7 @@ pub mod demo;
 pub mod dynamic;
 pub mod ha;
 pub mod logging;
+pub mod lsn;
 pub(crate) mod member_file;
 pub(crate) mod metrics;
 pub(crate) mod pidfile;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use pgpilot::api::switchover::format_timestamp;
+use pgpilot::timestamp::format_timestamp;
 use pgpilot_e2e::http::Method;
 use pgpilot_e2e::ops::call;
 use pgpilot_e2e::{wait_until, Cluster};

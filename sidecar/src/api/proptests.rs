@@ -348,8 +348,8 @@ proptest! {
                 let _ = crate::backup::walrange::parse_segment(n, size);
             }
         }
-        let _ = crate::backup::walrange::parse_lsn(&lsn);
-        let _ = crate::postgres::parse_lsn(&lsn);
+        let _ = crate::lsn::parse_lsn(&lsn);
+        let _ = crate::lsn::parse_lsn(&lsn);
         let _ = crate::backup::walrange::parse_history(&name);
     }
 

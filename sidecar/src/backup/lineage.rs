@@ -171,7 +171,7 @@ pub fn choose_for_replica<'a>(
 mod tests {
     use super::*;
     use crate::backup::manifest::BackupType;
-    use crate::backup::walrange::format_lsn;
+    use crate::lsn::format_lsn;
 
     const SEG: u64 = 16 << 20;
 

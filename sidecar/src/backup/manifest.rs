@@ -222,11 +222,11 @@ impl Manifest {
     }
 
     pub fn start_lsn(&self) -> u64 {
-        super::walrange::parse_lsn(&self.start_lsn).unwrap_or(0)
+        crate::lsn::parse_lsn(&self.start_lsn).unwrap_or(0)
     }
 
     pub fn stop_lsn(&self) -> u64 {
-        super::walrange::parse_lsn(&self.stop_lsn).unwrap_or(0)
+        crate::lsn::parse_lsn(&self.stop_lsn).unwrap_or(0)
     }
 
     /// The files holding pages that failed their checksum.

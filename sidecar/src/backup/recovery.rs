@@ -3,9 +3,9 @@
 //! their removal once recovery is over.
 
 use super::request::{RestoreRequest, StartAs, TargetAction};
-use super::walrange::format_lsn;
 use super::{BackupError, Context, Result};
 use crate::config::target::Target;
+use crate::lsn::format_lsn;
 use crate::postgres::conf::comment_out_recovery_settings;
 
 /// The lines to put in postgresql.auto.conf. None for a standby: its

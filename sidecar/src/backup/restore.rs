@@ -42,9 +42,9 @@ use super::manifest::{LoadError, Manifest};
 use super::progress::{self, Progress};
 pub use super::request::{RestoreRequest, StartAs, TargetAction};
 use super::restorepages::{PageChecks, PageReport};
-use super::walrange::format_lsn;
 use super::{code, BackupError, ConfigArg, Context, Result};
 pub use crate::config::target::{check_timeline, Target, TargetText};
+use crate::lsn::format_lsn;
 use crate::postgres::process::RunAs;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::walrange::{parse_lsn, parse_segment};
+use super::walrange::parse_segment;
 use super::{BackupError, Result};
 use crate::config::Config;
+use crate::lsn::parse_lsn;
 
 pub struct Session {
     client: Client,
@@ -174,7 +175,7 @@ impl Session {
             .client
             .query_one(
                 "SELECT pg_walfile_name($1::text::pg_lsn)",
-                &[&super::walrange::format_lsn(stop_lsn)],
+                &[&crate::lsn::format_lsn(stop_lsn)],
             )
             .await
             .map_err(|e| sql_err("naming the stop segment", e))?;

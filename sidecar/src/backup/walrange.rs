@@ -7,14 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use crate::config::target::parse_lsn;
+use crate::lsn::parse_lsn;
 use crate::repo::layout::{Layout, WalKind, WalName};
 use crate::repo::{Storage, StorageError};
-
-/// `X/Y`, as PostgreSQL prints an LSN.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
 
 /// Segments per "log" (4 GiB of WAL).
 fn per_log(segment_size: u64) -> u64 {
@@ -250,17 +245,6 @@ mod tests {
     use super::*;
 
     const SEG: u64 = 16 << 20;
-
-    #[test]
-    fn lsns() {
-        assert_eq!(parse_lsn("0/3000028"), Some(0x300_0028));
-        assert_eq!(parse_lsn("1A/FF"), Some((0x1A << 32) | 0xFF));
-        assert_eq!(format_lsn(0x300_0028), "0/3000028");
-        assert_eq!(format_lsn((0x1A << 32) | 0xFF), "1A/FF");
-        for bad in ["", "0", "/1", "1/", "x/1", "123456789/0"] {
-            assert_eq!(parse_lsn(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn segments() {

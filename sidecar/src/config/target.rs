@@ -2,6 +2,8 @@
 //! `[bootstrap_from]` keys), parsed and checked: times, LSNs, transaction
 //! ids, restore points, timelines. Pure.
 
+use crate::lsn::parse_lsn;
+
 /// The recovery target, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Target {
@@ -191,15 +193,4 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
-}
-
-/// Parse `X/Y` (hex), PostgreSQL's text form of an LSN.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    if hi.is_empty() || lo.is_empty() || hi.len() > 8 || lo.len() > 8 {
-        return None;
-    }
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    Some((hi << 32) | lo)
 }

@@ -35,7 +35,7 @@ struct Row<'a> {
 fn cells(entry: &HistoryEntry) -> Vec<String> {
     vec![
         entry.0.to_string(),
-        format!("{} ({})", entry.1, crate::postgres::format_lsn(entry.1)),
+        format!("{} ({})", entry.1, crate::lsn::format_lsn(entry.1)),
         entry.2.clone(),
         entry.3.clone(),
         entry.4.clone(),

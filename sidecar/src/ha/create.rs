@@ -334,7 +334,7 @@ impl<D: Dcs> Ha<D> {
                          pauses when a setting such as max_connections is lower than on the \
                          server the backup was taken from); last log lines: {}",
                         entry.label,
-                        crate::postgres::format_lsn(o.replayed_lsn.unwrap_or(0)),
+                        crate::lsn::format_lsn(o.replayed_lsn.unwrap_or(0)),
                         pg.log_tail()
                     )));
                 }
@@ -347,7 +347,7 @@ impl<D: Dcs> Ha<D> {
                     if reported_at.elapsed() >= RECOVERY_REPORT {
                         reported_at = Instant::now();
                         tracing::info!(
-                            replayed = %crate::postgres::format_lsn(replayed),
+                            replayed = %crate::lsn::format_lsn(replayed),
                             "recovering backup {} from the archive",
                             entry.label
                         );
@@ -361,7 +361,7 @@ impl<D: Dcs> Ha<D> {
                      lines: {}",
                     entry.label,
                     RECOVERY_STALL.as_secs(),
-                    crate::postgres::format_lsn(replayed),
+                    crate::lsn::format_lsn(replayed),
                     pg.log_tail()
                 )));
             }

@@ -563,8 +563,7 @@ impl<D: Dcs> Ha<D> {
             let (Some(tl), Some(lsn)) = (parts.next(), parts.next()) else {
                 continue;
             };
-            let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u32>(), crate::postgres::parse_lsn(lsn))
-            else {
+            let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u32>(), crate::lsn::parse_lsn(lsn)) else {
                 continue;
             };
             if history.iter().any(|h| h.0 == tl) {

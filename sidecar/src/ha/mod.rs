@@ -277,7 +277,7 @@ impl<D: Dcs> Ha<D> {
         };
         if let Some(lsn) = end {
             tracing::info!(
-                last_record = %crate::postgres::format_lsn(lsn),
+                last_record = %crate::lsn::format_lsn(lsn),
                 timeline,
                 "this former primary stopped without a shutdown checkpoint; its last WAL record"
             );

@@ -16,6 +16,7 @@ use nix::sys::signal::Signal;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, LiveConfig};
+use crate::lsn::{format_lsn, parse_lsn};
 use conf::Upstream;
 pub use probe::{Observation, ReplicationInfo};
 use process::{read_pid_file, RunAs};
@@ -51,15 +52,6 @@ pub struct ControlData {
     pub cluster_state: String,
     pub checkpoint_lsn: u64,
     pub timeline: u32,
-}
-
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
 }
 
 /// How often a session opened with an older superuser password (after a
