@@ -3,11 +3,16 @@
 #
 #   bash scripts/bench-failover.sh            # 5 runs per scenario (about 25 min); writes docs/benchmarks.md
 #   bash scripts/bench-failover.sh --quick    # 1 run per scenario (smoke test, about 7 min); no doc unless --doc
+#   bash scripts/bench-failover.sh --scenarios etcd-cut --runs 3   # the leader cut from etcd (about 15 min);
+#                                             # writes only its own block of docs/benchmarks.md
 #
 # Options (the rest go to scripts/bench_failover.py, see its --help):
 #   --quick            1 run per scenario
 #   --runs N           N runs per scenario
-#   --doc FILE         write the table into FILE's "Failover" section (default for full runs: docs/benchmarks.md)
+#   --scenarios A,B    node-death, graceful-stop, switchover, pg-crash (the default: all four) and etcd-cut
+#   --settings A,B     patroni-defaults (30/10/10), pgpilot-defaults (10/2/3); default both
+#   --doc FILE         write the tables into FILE's "Failover" section (default for full runs: docs/benchmarks.md);
+#                      the four scenarios share one block, etcd-cut has its own: each run replaces only its own
 #   --no-doc           do not write any document
 #   --no-build         use target/release/pgpilot as it is
 #   --no-install       do not check or install packages
@@ -40,7 +45,7 @@ while [ $# -gt 0 ]; do
         --doc=*) doc="${1#--doc=}" ;;
         --dir) dir="$2"; shift ;;
         --dir=*) dir="${1#--dir=}" ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) py_args+=("$1") ;;
     esac
     shift
@@ -75,7 +80,7 @@ esac
 
 py_pid=""
 finish() {
-    bench_finish "bench.log, results.json, report.md; <tool>-<ttl>-<loop_wait>-<retry_timeout>/: pgN/sidecar.log, writer-<scenario>-<run>.tsv" \
+    bench_finish "bench.log, results.json, report.md; <tool>-<ttl>-<loop_wait>-<retry_timeout>/: pgN/sidecar.log, writer-<scenario>-<run>.tsv, probes-etcd-cut-<run>.tsv" \
         /usr/bin/python3 "$repo/scripts/bench_failover.py" --dir "$dir" --pgpilot "$pgpilot" --cleanup
 }
 trap finish EXIT

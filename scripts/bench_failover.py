@@ -22,38 +22,43 @@ times:
                  last ack on the old leader -> first ack on the new one
   pg-crash       SIGKILL of the leader's postmaster only; kill -> first ack after
                  the writes started failing (on any member)
+  etcd-cut       the leader's etcd traffic blackholed for ttl + 15 s, then healed
+                 (scripts/bench_partition.py: per-member etcd proxies, a read prober
+                 on the old leader, the figures and their own block in the doc)
 
 After each run the cluster is healed (killed or stopped members started again,
 wait until one primary streams to two replicas) and the acknowledged ids are
 looked up on the leader: missing ones are lost rows.
 
-Everything it starts is recorded in DIR/pids.jsonl (pid + start time) and stopped
-by pid at the end; `--cleanup DIR` stops whatever a killed run left behind.
+The members, the writer and the cluster are in scripts/bench_cluster.py, the
+etcd-cut scenario in scripts/bench_partition.py. Everything it starts is
+recorded in DIR/pids.jsonl (pid + start time) and stopped by pid at the end;
+`--cleanup DIR` stops whatever a killed run left behind. The etcd proxies are
+threads of this process and end with it.
 """
 
 import argparse
-import concurrent.futures
 import datetime
 import hashlib
-import http.client
 import json
 import os
-import pwd
 import random
-import select
 import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
+import bench_partition as partition
+from bench_cluster import (
+    DATA_GLOB, OP_TIMEOUT, PG_BIN, Cluster, Writer, http_status, read_probe,
+)
 from benchlib import (
-    STOP, EventLog, Interrupted, Registry, cmdline, fence_guard_of, guards_under, kill, ours_still,
-    load1, load_summary, machine, others_running, password, postmasters_under, sleep, stop_etcd, stop_group,
-    stop_on_signals, utcnow, wait_gone,
+    EventLog, Interrupted, Registry, cmdline, guards_under, kill, ours_still,
+    load1, load_summary, machine, others_running, postmasters_under, sleep, stop_etcd, stop_group,
+    stop_on_signals, utcnow, wait_gone, write_doc_block,
 )
 
 try:
@@ -62,14 +67,13 @@ try:
 except ImportError:  # pragma: no cover
     sys.exit("bench_failover.py: psycopg2 missing (Debian: apt-get install python3-psycopg2)")
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
 SETTINGS = [
     # name, ttl, loop_wait, retry_timeout
     ("patroni-defaults", 30, 10, 10),
     ("pgpilot-defaults", 10, 2, 3),
 ]
 TOOLS = ["pgpilot", "patroni"]
-SCENARIOS = ["node-death", "graceful-stop", "switchover", "pg-crash"]
+SCENARIOS = ["node-death", "graceful-stop", "switchover", "pg-crash", partition.SCENARIO]
 SCENARIO_TITLES = {
     "node-death": "(1) node death: SIGKILL sidecar + postmaster -> first write on new leader",
     "graceful-stop": "(2) graceful stop (SIGTERM) of leader's sidecar: write gap",
@@ -77,11 +81,6 @@ SCENARIO_TITLES = {
     "pg-crash": "(4) PostgreSQL crash (SIGKILL postmaster), sidecar alive: until writes resume",
 }
 TOOL_TITLES = {"pgpilot": "pgpilot", "patroni": "Patroni"}
-INTERVAL = 0.05  # writer period
-OP_TIMEOUT = 2.0  # per writer operation (connect + INSERT, or one GET /primary)
-SUPERUSER = "postgres"
-REPLICATION_USER = "replicator"
-DATA_GLOB = os.path.join("*", "*", "data")  # DIR/<tool>-<setting>/pgN/data
 
 T0_WALL = time.time()
 T0_MONO = time.monotonic()
@@ -114,25 +113,6 @@ def cleanup(dir, log=print):
 # --------------------------------------------------------------------------- helpers
 
 
-def http_status(host, port, path, method="GET", body=None, timeout=OP_TIMEOUT):
-    """Status code of one request, or None when the member does not answer."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
-    try:
-        headers = {}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn.request(method, path, body=data, headers=headers)
-        resp = conn.getresponse()
-        text = resp.read()
-        return resp.status, text.decode(errors="replace")
-    except (OSError, http.client.HTTPException):
-        return None, ""
-    finally:
-        conn.close()
-
-
 def free_port(port):
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -148,11 +128,6 @@ def run_out(args, **kw):
         return subprocess.run(args, capture_output=True, text=True, timeout=30, **kw).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
-
-
-def pg_connect(port, pw, timeout=OP_TIMEOUT):
-    return psycopg2.connect(host="127.0.0.1", port=port, user=SUPERUSER, password=pw, dbname="postgres",
-                            connect_timeout=max(1, int(timeout)), application_name="bench")
 
 
 def read_status(pid, key):
@@ -175,407 +150,6 @@ def read_pss(pid):
     except OSError:
         pass
     return None
-
-
-# --------------------------------------------------------------------------- members
-
-
-class Member:
-    def __init__(self, cluster, n):
-        self.cluster = cluster
-        self.tool = cluster.tool
-        self.n = n
-        self.name = f"pg{n}"
-        self.dir = os.path.join(cluster.dir, self.name)
-        self.data_dir = os.path.join(self.dir, "data")
-        self.pg_port = cluster.base_port + 10 + cluster.index * 10 + n
-        self.api_port = cluster.base_port + 60 + cluster.index * 10 + n
-        self.log_path = os.path.join(self.dir, "sidecar.log")
-        self.config_path = os.path.join(self.dir, "pgpilot.toml" if self.tool == "pgpilot" else "patroni.yml")
-        self.proc = None
-
-    # -- configuration
-    def write_config(self):
-        c = self.cluster
-        os.makedirs(self.dir, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        pg = pwd.getpwnam("postgres")
-        os.chown(self.dir, pg.pw_uid, pg.pw_gid)
-        if self.tool == "pgpilot":
-            text = f"""# Member {self.name} of the failover benchmark (scripts/bench_failover.py)
-[cluster]
-scope = "{c.scope}"
-name = "{self.name}"
-namespace = "pgpilot-bench"
-
-[dcs]
-endpoints = ["{c.etcd_url}"]
-
-[postgresql]
-bin_dir = "{PG_BIN}"
-data_dir = "{self.data_dir}"
-listen = "127.0.0.1"
-port = {self.pg_port}
-connect_address = "127.0.0.1:{self.pg_port}"
-socket_dir = "{self.dir}"
-log_file = "{self.dir}/postgresql.log"
-
-[postgresql.authentication.superuser]
-username = "{SUPERUSER}"
-password = "{c.su_password}"
-
-[postgresql.authentication.replication]
-username = "{REPLICATION_USER}"
-password = "{c.repl_password}"
-
-[api]
-listen = "127.0.0.1:{self.api_port}"
-
-[bootstrap]
-ttl = {c.ttl}
-loop_wait = {c.loop_wait}
-retry_timeout = {c.retry_timeout}
-maximum_lag_on_failover = 1048576
-primary_start_timeout = 300
-"""
-            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-        else:
-            conf = {
-                "scope": c.scope,
-                "namespace": "/patroni-bench/",
-                "name": self.name,
-                "log": {"level": "INFO"},
-                "restapi": {"listen": f"127.0.0.1:{self.api_port}",
-                            "connect_address": f"127.0.0.1:{self.api_port}"},
-                "etcd3": {"hosts": [f"127.0.0.1:{c.etcd_port}"]},
-                "bootstrap": {
-                    "dcs": {
-                        "ttl": c.ttl, "loop_wait": c.loop_wait, "retry_timeout": c.retry_timeout,
-                        "maximum_lag_on_failover": 1048576, "primary_start_timeout": 300,
-                        "postgresql": {
-                            "use_pg_rewind": True, "use_slots": True,
-                            # the values pgpilot renders by default (sidecar/src/postgres/conf.rs)
-                            "parameters": {"wal_level": "replica", "hot_standby": "on", "max_wal_senders": 10,
-                                           "max_replication_slots": 10, "wal_log_hints": "on",
-                                           "wal_keep_size": "128MB", "max_connections": 100,
-                                           "password_encryption": "scram-sha-256"},
-                        },
-                    },
-                    "initdb": ["data-checksums", {"encoding": "UTF8"}],
-                },
-                "postgresql": {
-                    "listen": f"127.0.0.1:{self.pg_port}",
-                    "connect_address": f"127.0.0.1:{self.pg_port}",
-                    "data_dir": self.data_dir,
-                    "bin_dir": PG_BIN,
-                    "pgpass": os.path.join(self.dir, "pgpass"),
-                    "authentication": {
-                        "superuser": {"username": SUPERUSER, "password": c.su_password},
-                        "replication": {"username": REPLICATION_USER, "password": c.repl_password},
-                    },
-                    "parameters": {"unix_socket_directories": self.dir, "logging_collector": "on",
-                                   "log_directory": self.dir, "log_filename": "postgresql.log",
-                                   "log_file_mode": "0644"},
-                    "pg_hba": [
-                        "local all all scram-sha-256",
-                        "host all all 127.0.0.1/32 scram-sha-256",
-                        f"host replication {REPLICATION_USER} 127.0.0.1/32 scram-sha-256",
-                    ],
-                },
-                "tags": {"nofailover": False, "noloadbalance": False, "clonefrom": False, "nosync": False},
-            }
-            # JSON is YAML: no YAML library needed.
-            fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(conf, f, indent=2)
-            os.chown(self.config_path, pg.pw_uid, pg.pw_gid)
-
-    # -- processes
-    def start(self):
-        c = self.cluster
-        logf = open(self.log_path, "a")
-        logf.write(f"\n===== bench: starting {self.name} at {utcnow().isoformat()} =====\n")
-        logf.flush()
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("PATRONI_", "PGPILOT_", "PG", "ETCD"))}
-        if self.tool == "pgpilot":
-            args = [c.bench.pgpilot, "run", "--config", self.config_path]
-            kw = {}
-        else:
-            args = ["/usr/bin/patroni", self.config_path]
-            pg = pwd.getpwnam("postgres")
-            env.update(HOME=pg.pw_dir, USER="postgres", LOGNAME="postgres")
-            kw = {"user": pg.pw_uid, "group": pg.pw_gid, "extra_groups": []}
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, cwd=self.dir,
-                                     env=env, start_new_session=True, **kw)
-        logf.close()
-        c.bench.registry.add(self.proc.pid, f"{self.tool} {self.name}")
-        c.bench.log(f"[{c.label}] started {self.name} ({self.tool}) pid {self.proc.pid}, "
-                    f"PostgreSQL :{self.pg_port}, API :{self.api_port}, log {self.log_path}", echo=False)
-
-    def sidecar_alive(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def sidecar_pid(self):
-        return self.proc.pid if self.sidecar_alive() else None
-
-    def postmaster_pid(self):
-        try:
-            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
-                pid = int(f.readline().strip())
-        except (OSError, ValueError):
-            return None
-        args = cmdline(pid)
-        if args and os.path.basename(args[0]) == "postgres" and self.data_dir in args:
-            return pid
-        return None
-
-    def guard_pid(self):
-        """pgpilot's fence-guard: the child of the sidecar started as `pgpilot fence-guard`."""
-        sidecar = self.sidecar_pid()
-        return None if sidecar is None else fence_guard_of(sidecar)
-
-    def wait_exit(self, timeout):
-        if self.proc is None:
-            return True
-        try:
-            self.proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-
-    def primary_status(self):
-        return http_status("127.0.0.1", self.api_port, "/primary")[0]
-
-
-# --------------------------------------------------------------------------- writer
-
-
-class Writer(threading.Thread):
-    """One autocommit INSERT every 50 ms into the member answering GET /primary 200."""
-
-    def __init__(self, cluster, id_base, max_seconds):
-        super().__init__(daemon=True)
-        self.cluster = cluster
-        self.next_id = id_base
-        self.id_base = id_base
-        self.max_seconds = max_seconds
-        self.max_count = int(max_seconds / INTERVAL) + 1
-        self.acks = []  # (mono time, id, member name)
-        self.failures = []  # (mono time, member name or None, what)
-        self.lock = threading.Lock()
-        self.halt = threading.Event()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=12)
-
-    def discover(self):
-        members = self.cluster.members
-        futures = {self.pool.submit(m.primary_status): m for m in members}
-        try:
-            for f in concurrent.futures.as_completed(futures, timeout=OP_TIMEOUT + 0.5):
-                if f.result() == 200:
-                    return futures[f]
-        except concurrent.futures.TimeoutError:
-            pass
-        return None
-
-    @staticmethod
-    def _wait(conn, deadline):
-        while True:
-            state = conn.poll()
-            if state == psycopg2.extensions.POLL_OK:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("operation exceeded 2 s")
-            fd = conn.fileno()
-            if state == psycopg2.extensions.POLL_READ:
-                r, _, _ = select.select([fd], [], [], remaining)
-            elif state == psycopg2.extensions.POLL_WRITE:
-                _, r, _ = select.select([], [fd], [], remaining)
-            else:
-                raise psycopg2.OperationalError(f"poll state {state}")
-            if not r:
-                raise TimeoutError("operation exceeded 2 s")
-
-    def _connect(self, member, deadline):
-        conn = psycopg2.connect(host="127.0.0.1", port=member.pg_port, user=SUPERUSER,
-                                password=self.cluster.su_password, dbname="postgres",
-                                connect_timeout=2, application_name="bench-writer", async_=1)
-        try:
-            self._wait(conn, deadline)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def stop(self):
-        self.halt.set()
-
-    def run(self):
-        start = time.monotonic()
-        end = start + self.max_seconds
-        next_tick = start
-        target = None
-        conn = None
-        count = 0
-        while not self.halt.is_set() and not STOP.is_set() and count < self.max_count:
-            now = time.monotonic()
-            if now >= end:
-                break
-            if now < next_tick:
-                if self.halt.wait(next_tick - now):
-                    break
-            next_tick += INTERVAL
-            if next_tick < time.monotonic():
-                next_tick = time.monotonic()  # never burst to catch up
-            count += 1
-            if target is None:
-                target = self.discover()
-                if target is None:
-                    with self.lock:
-                        self.failures.append((time.monotonic(), None, "no member answers /primary 200"))
-                    continue
-            op_deadline = time.monotonic() + OP_TIMEOUT
-            row_id = self.next_id
-            self.next_id += 1
-            try:
-                if conn is None:
-                    conn = self._connect(target, op_deadline)
-                cur = conn.cursor()
-                cur.execute("INSERT INTO bench (id) VALUES (%s)", (row_id,))
-                self._wait(conn, op_deadline)
-                t = time.monotonic()
-                with self.lock:
-                    self.acks.append((t, row_id, target.name))
-            except (psycopg2.Error, OSError, TimeoutError) as e:
-                t = time.monotonic()
-                with self.lock:
-                    self.failures.append((t, target.name, f"{type(e).__name__}: {str(e).strip()[:120]}"))
-                if conn is not None:
-                    try:
-                        conn.close()  # closes the socket: no cancel request is ever sent
-                    except Exception:
-                        pass
-                conn = None
-                target = None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
-        self.pool.shutdown(wait=False)
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.acks), list(self.failures)
-
-
-# --------------------------------------------------------------------------- cluster
-
-
-class Cluster:
-    def __init__(self, bench, index, tool, setting):
-        self.bench = bench
-        self.index = index
-        self.tool = tool
-        self.setting_name, self.ttl, self.loop_wait, self.retry_timeout = setting
-        self.label = f"{tool} {self.ttl}/{self.loop_wait}/{self.retry_timeout}"
-        self.scope = f"bench-{index}"
-        self.dir = os.path.join(bench.dir, f"{tool}-{self.ttl}-{self.loop_wait}-{self.retry_timeout}")
-        self.base_port = bench.base_port
-        self.etcd_url = bench.etcd_url
-        self.etcd_port = bench.etcd_port
-        self.su_password = password()
-        self.repl_password = password()
-        os.makedirs(self.dir, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        self.members = [Member(self, n) for n in (1, 2, 3)]
-
-    def start(self):
-        for m in self.members:
-            m.write_config()
-        for m in self.members:
-            m.start()
-            sleep(0.3)
-
-    def leaders(self):
-        return [m for m in self.members if m.primary_status() == 200]
-
-    def streaming_replicas(self, leader):
-        try:
-            conn = pg_connect(leader.pg_port, self.su_password)
-        except psycopg2.Error:
-            return set()
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
-                return {r[0] for r in cur.fetchall()}
-        except psycopg2.Error:
-            return set()
-        finally:
-            conn.close()
-
-    def wait_healthy(self, timeout):
-        """One member answers /primary 200 and streams to the two others; returns it or None."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            leaders = self.leaders()
-            if len(leaders) == 1 and all(m.sidecar_alive() for m in self.members):
-                others = {m.name for m in self.members if m is not leaders[0]}
-                if others <= self.streaming_replicas(leaders[0]):
-                    return leaders[0]
-            sleep(0.5)
-        return None
-
-    def member(self, name):
-        return next(m for m in self.members if m.name == name)
-
-    def ensure_table(self, leader):
-        conn = pg_connect(leader.pg_port, self.su_password, timeout=5)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("CREATE TABLE IF NOT EXISTS bench (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")
-        finally:
-            conn.close()
-
-    def present_ids(self, leader, lo, hi):
-        conn = pg_connect(leader.pg_port, self.su_password, timeout=5)
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("SELECT id FROM bench WHERE id BETWEEN %s AND %s", (lo, hi))
-                return {r[0] for r in cur.fetchall()}
-        finally:
-            conn.close()
-
-    def stop(self, remove_data=True):
-        """Stop the members by pid (replicas first, so the leader need not wait for a hand-over)."""
-        leaders = []
-        try:
-            leaders = [m for m in self.members if m.sidecar_alive() and m.primary_status() == 200]
-        except Exception:
-            pass
-        order = [m for m in self.members if m not in leaders] + leaders
-        for group in (order[:-1], order[-1:]):
-            for m in group:
-                if m.sidecar_alive():
-                    kill(m.proc.pid, signal.SIGTERM)
-            for m in group:
-                if not m.wait_exit(60):
-                    self.bench.log(f"[{self.label}] {m.name} did not stop within 60 s: SIGKILL")
-                    kill(m.proc.pid, signal.SIGKILL)
-                    m.wait_exit(5)
-        for pid in postmasters_under(self.dir, DATA_GLOB) + guards_under(self.dir):
-            kill(pid, signal.SIGQUIT)
-            if not wait_gone([pid], 10):
-                kill(pid, signal.SIGKILL)
-        if remove_data:
-            for m in self.members:
-                shutil.rmtree(m.data_dir, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the benchmark
@@ -705,9 +279,11 @@ class Bench:
             wait_limit = 2 * c.ttl + 30
         elif scenario == "pg-crash":
             wait_limit = 2 * c.ttl + 60
+        elif scenario == partition.SCENARIO:
+            wait_limit = partition.cut_seconds(c.ttl) + partition.STREAM_BOUND + 5
         else:
             wait_limit = c.ttl + 60
-        if scenario in ("node-death", "pg-crash"):
+        if scenario in ("node-death", "pg-crash", partition.SCENARIO):
             # These figures depend on where the fault falls in the lease-renewal and HA-loop periods.
             # Runs start right after a heal, i.e. in step with those periods: spread the faults over
             # one period (stratified: run k of n falls in the k-th n-th of it).
@@ -730,6 +306,59 @@ class Bench:
             sleep(0.05)
         old = leader.name
         result = {"run": run_no, "old_leader": old, "value": None, "lost": None, "note": ""}
+        if scenario == partition.SCENARIO:
+            t0 = partition.run_cut(self, c, leader, writer, tag, result, wall,
+                                   lambda: read_probe(leader.pg_port, c.su_password))
+            acks, fails = writer.snapshot()
+            self.write_writer_log(c, scenario, run_no, t0, old, acks, fails)
+        else:
+            t0, acks, fails = self.fault(c, leader, writer, scenario, tag, result, wait_limit, run_no)
+        t_heal = time.monotonic()
+        final = c.wait_healthy(self.args.heal_timeout)
+        if final is None:
+            result["note"] += f"cluster did not heal within {self.args.heal_timeout} s; "
+            self.log(f"{tag}: cluster did not heal within {self.args.heal_timeout} s")
+        else:
+            acked = {a[1] for a in acks}
+            try:
+                present = c.present_ids(final, id_base, id_base + 999_999)
+                lost = sorted(acked - present)
+                result["lost"] = len(lost)
+                if lost:
+                    by_member = {}
+                    for a in acks:
+                        if a[1] in lost:
+                            by_member.setdefault(a[2], []).append(a)
+                    desc = "; ".join(f"{len(v)} acked by {k} (ids {v[0][1] - id_base}..{v[-1][1] - id_base}, "
+                                     f"acked {wall(v[0][0])}..{wall(v[-1][0])}, "
+                                     f"{(v[0][0] - t0) * 1000:+.0f}..{(v[-1][0] - t0) * 1000:+.0f} ms "
+                                     f"from the fault)" for k, v in by_member.items())
+                    result["note"] += f"lost: {desc}; "
+                    self.log(f"{tag}: LOST {len(lost)} acknowledged rows: {desc}")
+            except psycopg2.Error as e:
+                result["note"] += f"lost-row check failed: {e}; "
+            self.log(f"{tag}: healed in {time.monotonic() - t_heal:.1f} s, leader {final.name}, "
+                     f"{len(acks)} acks, {len(fails)} failed operations, lost {result['lost']}", echo=False)
+        result["acks"] = len(acks)
+        result["failed_ops"] = len(fails)
+        result["t0"] = wall(t0)
+        if final is None:
+            raise ClusterBroken(f"{tag}: cluster did not heal", result)
+        return result
+
+    def write_writer_log(self, c, scenario, run_no, t0, old, acks, fails):
+        """The writer's log: every acknowledged insert and every failed operation."""
+        with open(os.path.join(c.dir, f"writer-{scenario}-{run_no}.tsv"), "w") as f:
+            f.write(f"# fault at {wall(t0)} UTC on {old}; columns: what, time (UTC), ms from the fault, "
+                    f"id or member, member or error\n")
+            events = [(t, "ack", f"{i}\t{m}") for t, i, m in acks] + \
+                     [(t, "fail", f"{m or '-'}\t{e}") for t, m, e in fails]
+            for t, what, rest in sorted(events):
+                f.write(f"{what}\t{wall(t)}\t{(t - t0) * 1000:+.0f}\t{rest}\n")
+
+    def fault(self, c, leader, writer, scenario, tag, result, wait_limit, run_no):
+        """The fault of SCENARIO (not etcd-cut), its figure into RESULT, and the restart of what it stopped."""
+        old = leader.name
         ctl_proc = None
         killed = []
         t0 = time.monotonic()
@@ -774,14 +403,7 @@ class Bench:
         writer.join(timeout=OP_TIMEOUT + 5)
         acks, fails = writer.snapshot()
         measured = measure(scenario, old, t0, acks, fails)
-        # The writer's log: every acknowledged insert and every failed operation.
-        with open(os.path.join(c.dir, f"writer-{scenario}-{run_no}.tsv"), "w") as f:
-            f.write(f"# fault at {wall(t0)} UTC on {old}; columns: what, time (UTC), ms from the fault, "
-                    f"id or member, member or error\n")
-            events = [(t, "ack", f"{i}\t{m}") for t, i, m in acks] + \
-                     [(t, "fail", f"{m or '-'}\t{e}") for t, m, e in fails]
-            for t, what, rest in sorted(events):
-                f.write(f"{what}\t{wall(t)}\t{(t - t0) * 1000:+.0f}\t{rest}\n")
+        self.write_writer_log(c, scenario, run_no, t0, old, acks, fails)
         if ctl_proc is not None and ctl_proc.poll() == 3 and measured is None:
             result["note"] = "n/a (not built)"
             self.log(f"{tag}: POST /switchover is not built: n/a")
@@ -817,38 +439,7 @@ class Bench:
                 if pid and wait_gone([pid], 15) is False:
                     kill(pid, signal.SIGKILL)
             leader.start()
-        t_heal = time.monotonic()
-        final = c.wait_healthy(self.args.heal_timeout)
-        if final is None:
-            result["note"] += f"cluster did not heal within {self.args.heal_timeout} s; "
-            self.log(f"{tag}: cluster did not heal within {self.args.heal_timeout} s")
-        else:
-            acked = {a[1] for a in acks}
-            try:
-                present = c.present_ids(final, id_base, id_base + 999_999)
-                lost = sorted(acked - present)
-                result["lost"] = len(lost)
-                if lost:
-                    by_member = {}
-                    for a in acks:
-                        if a[1] in lost:
-                            by_member.setdefault(a[2], []).append(a)
-                    desc = "; ".join(f"{len(v)} acked by {k} (ids {v[0][1] - id_base}..{v[-1][1] - id_base}, "
-                                     f"acked {wall(v[0][0])}..{wall(v[-1][0])}, "
-                                     f"{(v[0][0] - t0) * 1000:+.0f}..{(v[-1][0] - t0) * 1000:+.0f} ms "
-                                     f"from the fault)" for k, v in by_member.items())
-                    result["note"] += f"lost: {desc}; "
-                    self.log(f"{tag}: LOST {len(lost)} acknowledged rows: {desc}")
-            except psycopg2.Error as e:
-                result["note"] += f"lost-row check failed: {e}; "
-            self.log(f"{tag}: healed in {time.monotonic() - t_heal:.1f} s, leader {final.name}, "
-                     f"{len(acks)} acks, {len(fails)} failed operations, lost {result['lost']}", echo=False)
-        result["acks"] = len(acks)
-        result["failed_ops"] = len(fails)
-        result["t0"] = wall(t0)
-        if final is None:
-            raise ClusterBroken(f"{tag}: cluster did not heal", result)
-        return result
+        return t0, acks, fails
 
     def measure_rss(self, cluster):
         idle = self.args.rss_idle
@@ -879,7 +470,7 @@ class Bench:
                 raise ClusterBroken(f"[{c.label}] did not become healthy within {self.args.heal_timeout} s")
             c.ensure_table(leader)
             self.log(f"[{c.label}] healthy, leader {leader.name}")
-            if setting[0] == self.args.rss_setting and self.args.rss_idle > 0:
+            if setting[0] == self.args.rss_setting and self.args.rss_idle > 0 and main_scenarios(self.args):
                 self.measure_rss(c)
             for scenario in self.args.scenarios:
                 key = (tool, setting[0], scenario)
@@ -933,21 +524,34 @@ class Bench:
                 index += 1
         end = utcnow()
         self.sample_load()
-        report = render(self, facts, begin, end)
-        print()
-        print(report["table"])
-        print()
-        print(report["rss"])
+        blocks = []
+        if main_scenarios(self.args):
+            report = render(self, facts, begin, end)
+            print(f"\n{report['table']}\n\n{report['rss']}")
+            blocks.append(report["block"])
+            if self.args.doc:
+                write_doc(self.args.doc, report["block"])
+                self.log(f"wrote the Failover section of {self.args.doc}")
+        if partition.SCENARIO in self.args.scenarios:
+            cut = partition.render_cut(self.results, [s for s in SETTINGS if s[0] in self.args.settings],
+                                       self.args.tools, TOOL_TITLES, run_header(self, facts, begin, end))
+            print(f"\n{cut['table']}")
+            blocks.append(cut["block"])
+            if self.args.doc:
+                write_doc_block(self.args.doc, partition.MARKER, "Failover: leader cut from etcd", "", cut["block"])
+                self.log(f"wrote the etcd-cut block of {self.args.doc}")
         with open(os.path.join(self.dir, "report.md"), "w") as f:
-            f.write(report["block"])
-        if self.args.doc:
-            write_doc(self.args.doc, report["block"])
-            self.log(f"wrote the Failover section of {self.args.doc}")
+            f.write("\n".join(blocks))
         self.log(f"logs and results in {self.dir}")
 
 
 class ClusterBroken(Exception):
     pass
+
+
+def main_scenarios(args):
+    """The chosen scenarios whose figures go into the main block (all but etcd-cut, which has its own)."""
+    return [s for s in args.scenarios if s != partition.SCENARIO]
 
 
 def measure(scenario, old, t0, acks, fails):
@@ -1001,13 +605,34 @@ def fmt_cell(runs):
     return cell, lost_s
 
 
+def run_header(bench, facts, begin, end):
+    """The command, date, versions, machine and load of a run, for the top of a generated block."""
+    args = bench.args
+    loads = bench.load_samples
+    load_s = load_summary(loads)
+    foreign = ", ".join(sorted(bench.foreign_seen)) or "none"
+    minutes = (end - begin).total_seconds() / 60
+    runs_desc = f"{args.runs} run{'s' if args.runs != 1 else ''} per scenario"
+    return f"""Produced by:
+
+```sh
+{args.command}
+```
+
+- Date: {begin.strftime('%Y-%m-%d %H:%M')}–{end.strftime('%H:%M')} UTC ({minutes:.1f} min, {runs_desc}).
+- pgpilot: {facts['pgpilot']}; Patroni: {facts['patroni']}, DCS `etcd3`; {facts['postgresql']}; {facts['etcd']}; psycopg2 {facts['python3-psycopg2']}.
+- Machine: {facts['os']}, kernel {facts['kernel']}, nproc {facts['nproc']} ({facts['cpu']}), {facts['memory']} RAM.
+- Load during the run: {load_s}. Other processes seen on the machine during the run: {foreign}.
+  {"**The machine was shared with other engineers' builds and test runs: the figures were taken on a loaded 2-core machine.**" if (loads and max(loads) > 1.0) or bench.foreign_seen else ""}"""
+
+
 def render(bench, facts, begin, end):
     args = bench.args
     lines = []
     lines.append("| scenario | ttl / loop_wait / retry_timeout | pgpilot: median (min–max) | pgpilot lost rows "
                  "| Patroni: median (min–max) | Patroni lost rows |")
     lines.append("|---|---|---|---|---|---|")
-    for scenario in args.scenarios:
+    for scenario in main_scenarios(args):
         for name, ttl, lw, rt in SETTINGS:
             if name not in args.settings:
                 continue
@@ -1023,6 +648,8 @@ def render(bench, facts, begin, end):
 
     runs_lines = ["| tool | setting | scenario | runs (s; lost rows; new leader) |", "|---|---|---|---|"]
     for (tool, name, scenario), runs in bench.results.items():
+        if scenario == partition.SCENARIO:
+            continue
         setting = next(f"{t}/{l}/{r}" for n, t, l, r in SETTINGS if n == name)
         parts = []
         for r in runs:
@@ -1058,23 +685,8 @@ def render(bench, facts, begin, end):
                              f"| {row['member']} | {rss} | {pss} |")
     rss_table = "\n".join(rss_lines)
 
-    loads = bench.load_samples
-    load_s = load_summary(loads)
-    foreign = ", ".join(sorted(bench.foreign_seen)) or "none"
-    minutes = (end - begin).total_seconds() / 60
-    runs_desc = f"{args.runs} run{'s' if args.runs != 1 else ''} per scenario"
     block = f"""<!-- bench-failover:begin (generated by scripts/bench_failover.py; rerun to replace) -->
-Produced by:
-
-```sh
-{args.command}
-```
-
-- Date: {begin.strftime('%Y-%m-%d %H:%M')}–{end.strftime('%H:%M')} UTC ({minutes:.1f} min, {runs_desc}).
-- pgpilot: {facts['pgpilot']}; Patroni: {facts['patroni']}, DCS `etcd3`; {facts['postgresql']}; {facts['etcd']}; psycopg2 {facts['python3-psycopg2']}.
-- Machine: {facts['os']}, kernel {facts['kernel']}, nproc {facts['nproc']} ({facts['cpu']}), {facts['memory']} RAM.
-- Load during the run: {load_s}. Other processes seen on the machine during the run: {foreign}.
-  {"**The machine was shared with other engineers' builds and test runs: the figures were taken on a loaded 2-core machine.**" if (loads and max(loads) > 1.0) or bench.foreign_seen else ""}
+{run_header(bench, facts, begin, end)}
 
 Seconds, median (min–max) over the runs; lost rows = acknowledged inserts missing on the leader after
 the cluster healed, summed over the runs.
@@ -1143,7 +755,9 @@ def main():
     p.add_argument("--base-port", type=int, default=7400, help="ports BASE..BASE+99 on 127.0.0.1 (default 7400)")
     p.add_argument("--tools", default="pgpilot,patroni")
     p.add_argument("--settings", default="patroni-defaults,pgpilot-defaults")
-    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--scenarios", default=",".join(SCENARIOS[:4]),
+                   help=f"comma-separated, of {', '.join(SCENARIOS)} (default: all but {partition.SCENARIO}, "
+                        "which has its own block in the doc: run it with --scenarios etcd-cut)")
     p.add_argument("--rss-idle", type=int, default=60, help="idle seconds before reading RSS (0: skip)")
     p.add_argument("--rss-setting", default="pgpilot-defaults", help="in which setting's clusters to read RSS")
     p.add_argument("--heal-timeout", type=int, default=180)
