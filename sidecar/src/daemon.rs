@@ -193,7 +193,7 @@ async fn start(config: Arc<Config>) -> Result<i32, StartError> {
         let path = config.source.clone().unwrap_or_default();
         match crate::backup::Context::with((*config).clone(), section, &path) {
             Ok(context) => {
-                tokio::spawn(crate::backup::watch::keep_watching(
+                tokio::spawn(crate::backup::command::watch::keep_watching(
                     context,
                     repo,
                     rest_stop_rx.clone(),

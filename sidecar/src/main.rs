@@ -31,21 +31,21 @@ enum Command {
     /// Exits 1 when the file is not there.
     ArchiveGet(pgpilot::archive::get::GetArgs),
     /// Take a base backup (full or incremental); `backup list` lists them.
-    Backup(pgpilot::backup::take::BackupArgs),
+    Backup(pgpilot::backup::command::take::BackupArgs),
     /// Restore a backup into a data directory, with point-in-time recovery.
-    Restore(pgpilot::backup::restore::RestoreArgs),
+    Restore(pgpilot::backup::command::restore::RestoreArgs),
     /// Show the backups and the WAL archive (`--output json`: pgBackRest's shape).
-    Info(pgpilot::backup::info::InfoArgs),
+    Info(pgpilot::backup::command::info::InfoArgs),
     /// Remove backups and WAL the retention policy no longer keeps.
-    Expire(pgpilot::backup::expire::ExpireArgs),
+    Expire(pgpilot::backup::command::expire::ExpireArgs),
     /// Check every stored object's checksum and the WAL's continuity.
-    Verify(pgpilot::backup::verify::VerifyArgs),
+    Verify(pgpilot::backup::command::verify::VerifyArgs),
     /// Check that WAL archiving works end to end (exit 82 on time-out).
-    Check(pgpilot::backup::check::CheckArgs),
+    Check(pgpilot::backup::command::check::CheckArgs),
     /// Store stdin in the repository as `<stanza>/log/NAME` (a backup's or a restore's log).
-    PutLog(pgpilot::backup::chores::PutLogArgs),
+    PutLog(pgpilot::backup::command::chores::PutLogArgs),
     /// Empty the data directory (refused while pgpilot or PostgreSQL runs on it).
-    WipeDataDir(pgpilot::backup::chores::WipeArgs),
+    WipeDataDir(pgpilot::backup::command::chores::WipeArgs),
     /// Check a member file as `pgpilot run` would, without starting anything.
     CheckConfig {
         /// The member's TOML configuration file.
@@ -110,14 +110,14 @@ fn main() {
         Command::ArchiveGet(args) => pgpilot::archive::get::main(args),
         Command::ArchiveAhead(args) => pgpilot::archive::ahead::main(args),
         Command::ArchiveGetPrefetch(args) => pgpilot::archive::prefetch::main(args),
-        Command::Backup(args) => pgpilot::backup::take::main(args),
-        Command::Restore(args) => pgpilot::backup::restore::main(args),
-        Command::Info(args) => pgpilot::backup::info::main(args),
-        Command::Expire(args) => pgpilot::backup::expire::main(args),
-        Command::Verify(args) => pgpilot::backup::verify::main(args),
-        Command::Check(args) => pgpilot::backup::check::main(args),
-        Command::PutLog(args) => pgpilot::backup::chores::put_log_main(args),
-        Command::WipeDataDir(args) => pgpilot::backup::chores::wipe_main(args),
+        Command::Backup(args) => pgpilot::backup::command::take::main(args),
+        Command::Restore(args) => pgpilot::backup::command::restore::main(args),
+        Command::Info(args) => pgpilot::backup::command::info::main(args),
+        Command::Expire(args) => pgpilot::backup::command::expire::main(args),
+        Command::Verify(args) => pgpilot::backup::command::verify::main(args),
+        Command::Check(args) => pgpilot::backup::command::check::main(args),
+        Command::PutLog(args) => pgpilot::backup::command::chores::put_log_main(args),
+        Command::WipeDataDir(args) => pgpilot::backup::command::chores::wipe_main(args),
         Command::FenceGuard { data_dir } => pgpilot::ha::guard::run(data_dir),
         Command::CheckConfig { config } => match pgpilot::config::Config::load(&config) {
             Ok(_) => {

@@ -7,8 +7,8 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::backup::manifest::BackupType;
-use crate::backup::watch::RepoState;
+use crate::backup::command::watch::RepoState;
+use crate::backup::model::manifest::BackupType;
 use crate::cluster::{PgState, Role};
 use crate::state::Shared;
 use crate::status::NodeStatus;

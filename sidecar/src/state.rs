@@ -133,7 +133,7 @@ pub struct Shared {
     /// roles the new passwords (`ALTER ROLE`) at its next cycle.
     roles_pending: AtomicBool,
     /// The backup repository's summary, when `[backup]` is configured.
-    pub repo_watch: Option<Arc<crate::backup::watch::RepoWatch>>,
+    pub repo_watch: Option<Arc<crate::backup::command::watch::RepoWatch>>,
     /// The async WAL push-ahead worker's state, when it runs.
     pub archive_ahead: std::sync::OnceLock<Arc<crate::archive::ahead::AheadStatus>>,
     /// The REST API's TLS configuration in force, once the API serves: a

@@ -650,6 +650,42 @@ fn largest_cycle_is_small() {
     );
 }
 
+/// Inside `backup`, the groups declared in backup/mod.rs go one way:
+/// `command` may import `data` and `model`, `data` may import `model`,
+/// `model` neither; backup/mod.rs itself (what all three share) none.
+#[test]
+fn backup_groups_go_one_way() {
+    let rank = |m: &[String]| match m {
+        [b] if b == "backup" => Some(0),
+        [b, g, ..] if b == "backup" => ["model", "data", "command"]
+            .iter()
+            .position(|x| x == g)
+            .map(|r| r + 1),
+        _ => None,
+    };
+    let all = edges();
+    let inside: Vec<(usize, usize, &Edge)> = all
+        .iter()
+        .filter_map(|e| Some((rank(&e.from)?, rank(&e.to)?, e)))
+        .collect();
+    let wrong: Vec<String> = inside
+        .iter()
+        .filter(|(from, to, _)| to > from)
+        .map(|(_, _, e)| format!("{}:{}: {} → {}", e.file, e.line, name(&e.from), name(&e.to)))
+        .collect();
+    assert!(
+        inside.iter().any(|(from, to, _)| (*from, *to) == (3, 1)),
+        "no edge from backup::command to backup::model found: the scanner is broken"
+    );
+    assert!(
+        wrong.is_empty(),
+        "{} import(s) inside backup go the wrong way (command → data → model, \
+         and backup/mod.rs imports none of them):\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn only_the_binary_sets_up_logging() {
     let mut problems = Vec::new();

@@ -313,7 +313,7 @@ proptest! {
         len in any::<usize>(),
         insert in ".{0,8}",
     ) {
-        use crate::backup::{catalog::Catalog, manifest};
+        use crate::backup::model::{catalog::Catalog, manifest};
         let _ = manifest::unseal::<manifest::Manifest>(&bytes);
         let _ = manifest::unseal::<Catalog>(&bytes);
         let sealed = String::from_utf8(manifest::seal(&Catalog::default())).unwrap();
@@ -342,15 +342,15 @@ proptest! {
             let _ = is_sha256_hex(n);
             let _ = layout.parse_wal_key(n);
             let _ = layout.parse_wal_key(&format!("main/archive/{n}"));
-            let _ = crate::backup::manifest::check_label(n);
-            let _ = crate::backup::manifest::check_path(n);
+            let _ = crate::backup::model::manifest::check_label(n);
+            let _ = crate::backup::model::manifest::check_path(n);
             for size in [0, 1, 16 << 20, u64::MAX] {
-                let _ = crate::backup::walrange::parse_segment(n, size);
+                let _ = crate::backup::model::walrange::parse_segment(n, size);
             }
         }
         let _ = crate::lsn::parse_lsn(&lsn);
         let _ = crate::lsn::parse_lsn(&lsn);
-        let _ = crate::backup::walrange::parse_history(&name);
+        let _ = crate::backup::model::walrange::parse_history(&name);
     }
 
     /// etcd values as another (buggy or hostile) member may write them: a
@@ -417,7 +417,7 @@ fn found_by_the_properties() {
     assert!(crate::timestamp::parse_timestamp("9999-12-31T23:59:59-01:00").is_err());
     assert!(crate::timestamp::parse_timestamp("9999-12-31T22:59:59-01:00").is_ok());
     // A WAL-like name with multi-byte characters, a zero segment size (panicked).
-    let parse = crate::backup::walrange::parse_segment;
+    let parse = crate::backup::model::walrange::parse_segment;
     assert_eq!(parse("¡A0 𐀀ࠀ0  0 ࠀ0ࠀ0ࠀ0ࠀ0ࠀ0ࠀ0", 16 << 20), None);
     assert_eq!(parse("000000010000000000000001", 0), None);
     assert_eq!(parse("000000010000000000000001", 16 << 20), Some((1, 1)));

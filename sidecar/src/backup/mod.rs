@@ -1,29 +1,21 @@
 //! Base backups and what is done with them: `pgpilot backup`, `restore`,
-//! `info` (`backup list`), `expire`, `verify` and `check`.
+//! `info` (`backup list`), `expire`, `verify`, `check`, `put-log`,
+//! `wipe-data-dir`, and the repository summary behind `/metrics`.
 //!
-//! One module per command, orchestration apart from per-file work:
+//! Three groups, one direction between them:
 //!
-//! | module | does |
-//! |---|---|
-//! | [`take`] | `pgpilot backup`: the SQL session, the order of steps, the catalog |
-//! | [`pipeline`] | the backup's data path: read + hash, compress, upload in parallel |
-//! | [`walk`] | which files of the data directory a backup holds |
-//! | [`pagecheck`] | PostgreSQL's page checksums, verified while a backup copies |
-//! | [`restorepages`] | the same check while a restore writes, and its report |
-//! | [`restore`] | `pgpilot restore`: choice of backup, the order of steps |
-//! | [`datadir`] | the restore's target directory: checks, `--delta`, tree, last steps, undo |
-//! | [`recovery`] | the recovery settings written into `postgresql.auto.conf` |
-//! | [`lineage`] | archived timelines: which a backup recovers along; the backup for a new replica |
-//! | [`bootstrap`] | `[bootstrap_from]`: a new cluster from a backup (the HA loop restores it) |
-//! | [`extract`] | the restore's data path: download, decompress, verify |
-//! | [`writer`] | the restore's file writers: one thread per file |
-//! | [`info`], [`expire`], [`verify`], [`check`] | the other commands |
-//! | [`chores`] | `put-log` (a log into the repository) and `wipe-data-dir` |
-//! | [`manifest`] | the manifest: what a backup holds; restore and verify read only it |
-//! | [`catalog`] | `backup.json`: the list of complete backups |
-//! | [`tar`] | the tar format of the data parts |
-//! | [`walrange`] | WAL positions, segment names, timelines, what the archive holds |
-//! | [`session`] | SQL: pg_backup_start/stop, settings, pg_switch_wal |
+//! | group | holds | may import from backup |
+//! |---|---|---|
+//! | [`command`] | what is run: one module per verb (the order of steps, the choices, the output), the backup's SQL session, the daemon's repository watch | `data`, `model`, this module |
+//! | [`data`] | the data path: which files, tar parts, read + hash + compress + upload, download + check + write, page checksums, the restore's target directory, progress | `model`, this module |
+//! | [`model`] | what is in the repository and what a restore is asked to do: the manifest, the catalog, WAL names and timelines, the restore request and its recovery settings | this module only |
+//!
+//! The manifest ([`model::manifest`]) is what restore and verify depend
+//! on: they read a backup only through it, and check every byte against it.
+//!
+//! This module holds what all three share: [`BackupError`] and the exit
+//! [`code`]s, the [`Context`] a command works with, and the time formats
+//! of labels and reports.
 //!
 //! The guarantees (docs/design.md, invariant 5): a backup is listed in the catalog
 //! only once its data, its manifest and the WAL from its start to its stop
@@ -31,33 +23,9 @@
 //! manifest's SHA-256 or refuses, and a refused restore leaves a data
 //! directory that PostgreSQL cannot start.
 
-pub(crate) mod bootstrap;
-pub(crate) mod catalog;
-pub mod check;
-pub mod chores;
-pub(crate) mod datadir;
-pub mod expire;
-pub(crate) mod extract;
-pub mod info;
-pub(crate) mod lineage;
-pub(crate) mod manifest;
-pub(crate) mod pagecheck;
-pub(crate) mod pipeline;
-pub(crate) mod place;
-pub(crate) mod progress;
-pub(crate) mod recovery;
-pub(crate) mod request;
-pub mod restore;
-pub(crate) mod restorepages;
-#[cfg(test)]
-mod roundtrip;
-pub(crate) mod session;
-pub mod take;
-pub(crate) mod tar;
-pub mod verify;
-pub(crate) mod walk;
-pub(crate) mod walrange;
-pub(crate) mod watch;
+pub mod command;
+mod data;
+pub(crate) mod model;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -214,41 +182,6 @@ impl Context {
 
     pub fn repo_err(&self, error: StorageError) -> BackupError {
         BackupError::repository(self.storage(), error)
-    }
-}
-
-/// Run a command on a multi-threaded runtime: load the configuration, set
-/// up logging on stderr, run `work`, print the error if any, return the
-/// exit code.
-pub(crate) fn run(
-    command: &str,
-    config_path: &Path,
-    work: impl AsyncFnOnce(Context) -> Result<i32>,
-) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot {command}: cannot start the async runtime: {e}");
-            return code::LOCAL;
-        }
-    };
-    let result = runtime.block_on(async {
-        let context = Context::open(config_path)?;
-        crate::logging::set_up(&context.config.log.level, context.config.log.json);
-        work(context).await
-    });
-    runtime.shutdown_timeout(Duration::from_millis(500));
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            progress::clear_line();
-            eprintln!("pgpilot {command}: ERROR [{:03}]: {e}", e.exit_code());
-            e.exit_code()
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `[bootstrap_from]` section of the member's file: how the member
 //! that wins the bootstrap race creates the cluster, with `initdb` or by
 //! restoring a backup (optionally to a point in time). `docs/configuration.md`
-//! documents the same keys for operators; [`crate::backup::bootstrap`]
+//! documents the same keys for operators; [`crate::backup::model::bootstrap`]
 //! builds the restore.
 //!
 //! It is a section of its own because `[bootstrap]` is the cluster-wide

@@ -10,11 +10,13 @@
 //!   without the recovery settings, then record the system identifier.
 
 use super::*;
-use crate::backup::bootstrap::BootstrapFrom;
-use crate::backup::catalog::Entry;
-use crate::backup::lineage::{self, Lineage};
-use crate::backup::restore::{self, RestoreRequest, StartAs, Target};
+use crate::backup::command::restore;
+use crate::backup::model::catalog::{self, Entry};
+use crate::backup::model::lineage::{self, Lineage};
+use crate::backup::model::request::{RestoreRequest, StartAs};
 use crate::backup::{BackupError, Context};
+use crate::config::bootstrap_from::BootstrapFrom;
+use crate::config::target::Target;
 use crate::config::ReplicaMethod;
 
 /// Recovery of a cluster bootstrapped from a backup that replays nothing
@@ -117,9 +119,7 @@ impl<D: Dcs> Ha<D> {
             .unwrap_or_else(|| view.timeline());
         let (context, location) = self.repository()?;
         let in_repo = |e: BackupError| format!("{location}: {e}");
-        let catalog = crate::backup::take::load_catalog(&context)
-            .await
-            .map_err(in_repo)?;
+        let catalog = catalog::load_or_rebuild(&context).await.map_err(in_repo)?;
         let segment_size = catalog
             .backups
             .last()
@@ -187,7 +187,7 @@ impl<D: Dcs> Ha<D> {
                 "restore-{}.log",
                 crate::backup::label_time(started_at.div_euclid(1_000_000))
             );
-            let key = crate::backup::chores::log_key(context.layout.stanza(), &name);
+            let key = crate::backup::command::chores::log_key(context.layout.stanza(), &name);
             let put = context.storage().put(
                 &key,
                 text.into_bytes().into(),
@@ -220,9 +220,7 @@ impl<D: Dcs> Ha<D> {
         let failed =
             |e: BackupError| HaError::Other(format!("bootstrap from a backup in {location}: {e}"));
         let target = from.parsed_target().map_err(HaError::Other)?;
-        let catalog = crate::backup::take::load_catalog(&context)
-            .await
-            .map_err(failed)?;
+        let catalog = catalog::load_or_rebuild(&context).await.map_err(failed)?;
         let entry: Entry = restore::choose(&catalog, from.set(), &target)
             .map_err(failed)?
             .clone();

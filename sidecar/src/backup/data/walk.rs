@@ -24,7 +24,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use super::manifest::{Dir, Link};
+use crate::backup::model::manifest::{Dir, Link};
 
 /// A file to back up.
 #[derive(Debug, Clone, PartialEq, Eq)]

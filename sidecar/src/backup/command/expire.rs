@@ -29,11 +29,11 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::stream::{self, StreamExt};
 
-use super::catalog::{self, BackupDir, Catalog, Entry};
-use super::manifest::{BackupType, LoadError, Manifest};
-use super::progress::mib;
-use super::walrange::{parse_segment, segment_name, Archive};
-use super::{code, BackupError, ConfigArg, Context, Result};
+use crate::backup::data::progress::mib;
+use crate::backup::model::catalog::{self, BackupDir, Catalog, Entry};
+use crate::backup::model::manifest::{BackupType, LoadError, Manifest};
+use crate::backup::model::walrange::{parse_segment, segment_name, Archive};
+use crate::backup::{code, BackupError, ConfigArg, Context, Result};
 use crate::repo::layout::WalKind;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -216,7 +216,7 @@ pub async fn expire(context: &Context, args: &ExpireArgs) -> Result<()> {
 async fn gather(context: &Context, policy: Policy) -> Result<Work> {
     let storage = context.storage();
     let layout = &context.layout;
-    let mut catalog = super::take::load_catalog(context).await?;
+    let mut catalog = crate::backup::model::catalog::load_or_rebuild(context).await?;
     let dirs: BTreeMap<String, BackupDir> = catalog::backup_dirs(storage, layout)
         .await
         .map_err(|e| context.repo_err(e))?;
@@ -266,7 +266,7 @@ async fn gather(context: &Context, policy: Policy) -> Result<Work> {
         .backups
         .sort_by(|a, b| (a.start_time_us, &a.label).cmp(&(b.start_time_us, &b.label)));
 
-    let decision = plan(&catalog.backups, policy, super::now_micros());
+    let decision = plan(&catalog.backups, policy, crate::backup::now_micros());
     let mut backups = Vec::new();
     for (label, why) in &decision.expire {
         let dir = dirs.get(label).cloned().unwrap_or_default();
@@ -331,7 +331,7 @@ fn print_plan(context: &Context, policy: Policy, work: &Work, dry_run: bool) {
         out.push_str(&format!(
             "  keep          {label} ({}, finished {})\n",
             b.map(|b| b.backup_type.as_str()).unwrap_or("?"),
-            b.map(|b| super::pg_time(b.stop_time_us))
+            b.map(|b| crate::backup::pg_time(b.stop_time_us))
                 .unwrap_or_default()
         ));
     }
@@ -406,7 +406,7 @@ async fn act(context: &Context, work: Work) -> Result<()> {
             |c| c.backups.iter().all(|b| !gone.contains(&b.label)),
         )
         .await
-        .map_err(|e| super::take::load_error(context, e))?;
+        .map_err(|e| crate::backup::model::manifest::load_error(context, e))?;
     }
     let parallel = context.backup.parallelism * 4;
     let delete_all = |keys: Vec<String>| async move {
@@ -593,13 +593,15 @@ mod tests {
             "00000002.history",
         ] {
             let wal = crate::repo::layout::WalName::parse(name).unwrap();
-            archive.objects.push(crate::backup::walrange::WalObject {
-                key: layout.wal_key(&wal, sha),
-                name: wal,
-                sha256: sha.into(),
-                size: 1,
-                modified: None,
-            });
+            archive
+                .objects
+                .push(crate::backup::model::walrange::WalObject {
+                    key: layout.wal_key(&wal, sha),
+                    name: wal,
+                    sha256: sha.into(),
+                    size: 1,
+                    modified: None,
+                });
         }
         let removed: Vec<String> = wal_to_remove(&archive, 3, 16 << 20)
             .into_iter()

@@ -4,8 +4,8 @@
 //!    the repository's identity; nothing is written for another cluster.
 //! 2. `pg_backup_start(label, fast)` on one session, held open.
 //! 3. List the data directory and stream it into compressed tar parts,
-//!    uploaded in parallel ([`super::pipeline`]); with data checksums on,
-//!    verify the pages of relation files on the way ([`super::pagecheck`]).
+//!    uploaded in parallel ([`crate::backup::data::pipeline`]); with data checksums on,
+//!    verify the pages of relation files on the way ([`crate::backup::data::pagecheck`]).
 //!    Damaged pages do not fail the backup (like pgBackRest): they are
 //!    logged, listed in the manifest and flag the backup (`error`).
 //! 4. `pg_backup_stop()`: the backup_label and tablespace_map to store.
@@ -20,14 +20,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::catalog::{self, Catalog};
-use super::manifest::{self, BackupType, Compression, LoadError, Manifest};
-use super::pagecheck::{self, PageCheck};
-use super::pipeline::{self, ParentIndex};
-use super::progress::{self, Progress};
 use super::session::{self, Session};
-use super::walrange::{self, segment_name, Archive, TimelinePath};
-use super::{code, BackupError, Context, Result};
+use crate::backup::data::pagecheck::{self, PageCheck};
+use crate::backup::data::pipeline::{self, ParentIndex};
+use crate::backup::data::progress::{self, Progress};
+use crate::backup::model::catalog::{self, Catalog};
+use crate::backup::model::manifest::{self, BackupType, Compression, LoadError, Manifest};
+use crate::backup::model::walrange::{self, segment_name, Archive, TimelinePath};
+use crate::backup::{code, BackupError, Context, Result};
 use crate::lsn::format_lsn;
 use crate::repo::identity::{self, ClusterIdentity};
 use crate::repo::layout::WalName;
@@ -109,7 +109,7 @@ pub async fn take(context: &Context, requested: TypeArg, label: Option<&str>) ->
         .await
         .map_err(|e| BackupError::identity(storage, e))?;
 
-    let catalog = load_catalog(context).await?;
+    let catalog = catalog::load_or_rebuild(context).await?;
     let (backup_type, parent) = choose_parent(context, &catalog, requested, &local).await?;
     let label = match label {
         Some(label) => {
@@ -186,14 +186,14 @@ async fn run_backup(
     );
 
     // 2. Start.
-    let start_time_us = super::now_micros();
+    let start_time_us = crate::backup::now_micros();
     let start_lsn = session.start(label).await?;
     tracing::info!("backup start LSN {}", format_lsn(start_lsn));
     let page_check = page_check(session, start_lsn).await?;
 
     // 3. The files.
     let dir = config.postgresql.data_dir.clone();
-    let listing = tokio::task::spawn_blocking(move || super::walk::walk(&dir))
+    let listing = tokio::task::spawn_blocking(move || crate::backup::data::walk::walk(&dir))
         .await
         .map_err(|e| BackupError::Internal(e.to_string()))?
         .map_err(BackupError::Local)?;
@@ -234,7 +234,7 @@ async fn run_backup(
 
     // 4. Stop.
     let stopped = session.stop().await?;
-    let stop_time_us = super::now_micros();
+    let stop_time_us = crate::backup::now_micros();
     let timeline = session::label_timeline(&stopped.backup_label).ok_or_else(|| {
         BackupError::Postgres(format!(
             "pg_backup_stop returned a backup_label without START TIMELINE: {:?}",
@@ -336,7 +336,7 @@ async fn run_backup(
         |c| c.get(label).is_some(),
     )
     .await
-    .map_err(|e| load_error(context, e))?;
+    .map_err(|e| manifest::load_error(context, e))?;
     let elapsed = started.elapsed();
     tracing::info!(
         "backup {label} complete: {} of data, {} stored, {:.1} s ({})",
@@ -473,28 +473,6 @@ fn check_server(
     Ok(())
 }
 
-pub(crate) fn load_error(context: &Context, e: LoadError) -> BackupError {
-    match e {
-        LoadError::Storage(e) => context.repo_err(e),
-        LoadError::Corrupt(why) => BackupError::Corrupt(why),
-    }
-}
-
-/// The catalog, rebuilt from the manifests when damaged.
-pub(crate) async fn load_catalog(context: &Context) -> Result<Catalog> {
-    match catalog::load(context.storage(), &context.layout).await {
-        Ok(c) => Ok(c),
-        Err(LoadError::Corrupt(why)) => {
-            tracing::warn!("{why}: using the manifests instead");
-            Ok(catalog::rebuild(context.storage(), &context.layout)
-                .await
-                .map_err(|e| load_error(context, e))?
-                .0)
-        }
-        Err(e) => Err(load_error(context, e)),
-    }
-}
-
 async fn choose_parent(
     context: &Context,
     catalog: &Catalog,
@@ -519,7 +497,7 @@ async fn choose_parent(
         Err(LoadError::Corrupt(why)) => Err(BackupError::Corrupt(format!(
             "the latest backup's manifest is damaged ({why}): take a full backup"
         ))),
-        Err(e) => Err(load_error(context, e)),
+        Err(e) => Err(manifest::load_error(context, e)),
     }
 }
 
@@ -537,7 +515,7 @@ async fn label_taken(context: &Context, catalog: &Catalog, label: &str) -> Resul
 }
 
 fn new_label(backup_type: BackupType, parent: Option<&Manifest>) -> String {
-    let now = super::label_time(super::now_micros() / 1_000_000);
+    let now = crate::backup::label_time(crate::backup::now_micros() / 1_000_000);
     match (backup_type, parent) {
         (BackupType::Incr, Some(parent)) => {
             let full = parent.label.split('_').next().unwrap_or(&parent.label);

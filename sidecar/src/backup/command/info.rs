@@ -16,12 +16,12 @@ use serde_json::{json, Value};
 
 use std::collections::BTreeMap;
 
-use super::catalog::{Catalog, Entry};
-use super::manifest::{self, Manifest};
-use super::pagecheck::describe_blocks;
-use super::progress::mib;
-use super::walrange::Archive;
-use super::{code, ConfigArg, Context, Result};
+use crate::backup::data::pagecheck::describe_blocks;
+use crate::backup::data::progress::mib;
+use crate::backup::model::catalog::{Catalog, Entry};
+use crate::backup::model::manifest::{self, Manifest};
+use crate::backup::model::walrange::Archive;
+use crate::backup::{code, ConfigArg, Context, Result};
 use crate::repo::identity;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -54,7 +54,7 @@ pub fn main(args: InfoArgs) -> i32 {
             .collect();
         if let Some(set) = &args.set {
             if backups.is_empty() {
-                return Err(super::BackupError::NotFound(format!(
+                return Err(crate::backup::BackupError::NotFound(format!(
                     "no complete backup is labelled {set:?}"
                 )));
             }
@@ -86,8 +86,8 @@ pub async fn gather(context: &Context) -> Result<Report> {
     let storage = context.storage();
     let stored = identity::read(storage, &context.layout)
         .await
-        .map_err(|e| super::BackupError::identity(storage, e))?;
-    let catalog = super::take::load_catalog(context).await?;
+        .map_err(|e| crate::backup::BackupError::identity(storage, e))?;
+    let catalog = crate::backup::model::catalog::load_or_rebuild(context).await?;
     let segment_size = catalog
         .latest()
         .map(|b| b.wal_segment_size)
@@ -255,7 +255,7 @@ fn to_text(context: &Context, report: &Report, backups: &[&Entry]) -> String {
                 b.label.clone(),
                 b.backup_type.as_str().to_string(),
                 b.prior.clone().unwrap_or_else(|| "-".into()),
-                super::pg_time(b.start_time_us)
+                crate::backup::pg_time(b.start_time_us)
                     .trim_end_matches("+00")
                     .to_string(),
                 format!("{:.0}", (b.stop_time_us - b.start_time_us) as f64 / 1e6),
@@ -334,7 +334,7 @@ fn page_error_text(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::tests::sample;
+    use crate::backup::model::manifest::tests::sample;
 
     #[test]
     fn flagged_backups_name_their_damaged_files() {
@@ -350,7 +350,7 @@ mod tests {
             text.contains("  base/1/1: blocks 1-3, 9 (copy stored by 20250101-000000F)"),
             "{text}"
         );
-        let entry = super::super::catalog::Entry::from_manifest(&m, 1);
+        let entry = crate::backup::model::catalog::Entry::from_manifest(&m, 1);
         assert!(entry.error);
         let value = with_page_errors(backup_json(&entry), Some(&Ok(files)));
         assert_eq!(value["error"], json!(true));

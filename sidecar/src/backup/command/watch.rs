@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::info::{self, Report};
-use super::Context;
+use crate::backup::Context;
 
 pub const CHECK_EVERY: Duration = Duration::from_secs(10);
 pub const RELOAD_EVERY: Duration = Duration::from_secs(300);

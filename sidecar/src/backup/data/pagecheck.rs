@@ -24,9 +24,6 @@
 /// PostgreSQL's block size: pages of any other size are not checked.
 pub const PAGE_SIZE: usize = 8192;
 
-/// Block numbers kept per file in the manifest; the count goes on.
-pub const MAX_LISTED: usize = 100;
-
 const LANES: usize = 32;
 const FNV_PRIME: u32 = 16_777_619;
 /// Each lane's starting value (fixed by PostgreSQL's on-disk format).

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::manifest::{self, BackupType, LoadError, Manifest};
+use crate::backup::{BackupError, Context};
 use crate::repo::layout::Layout;
 use crate::repo::{PutMode, Storage, StorageError};
 
@@ -134,6 +135,21 @@ impl Catalog {
             .filter(|b| b.reference.iter().any(|r| r == label) || b.prior.as_deref() == Some(label))
             .map(|b| b.label.clone())
             .collect()
+    }
+}
+
+/// The catalog for a command, rebuilt from the manifests when damaged.
+pub(crate) async fn load_or_rebuild(context: &Context) -> Result<Catalog, BackupError> {
+    match load(context.storage(), &context.layout).await {
+        Ok(c) => Ok(c),
+        Err(LoadError::Corrupt(why)) => {
+            tracing::warn!("{why}: using the manifests instead");
+            Ok(rebuild(context.storage(), &context.layout)
+                .await
+                .map_err(|e| manifest::load_error(context, e))?
+                .0)
+        }
+        Err(e) => Err(manifest::load_error(context, e)),
     }
 }
 
@@ -288,7 +304,7 @@ pub async fn rebuild(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::tests::sample;
+    use crate::backup::model::manifest::tests::sample;
     use crate::repo::posix::PosixStorage;
 
     #[tokio::test]

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::manifest::Manifest;
 use super::pagecheck::{self, Failure, Tally, PAGE_SIZE};
+use crate::backup::model::manifest::{self, Manifest};
 
 /// PostgreSQL's default `RELSEG_SIZE` (1 GiB of 8 KiB blocks), for
 /// manifests that do not record it.
@@ -39,7 +39,7 @@ struct Found {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DamagedFile {
     pub path: String,
-    /// The lowest blocks, at most [`pagecheck::MAX_LISTED`].
+    /// The lowest blocks, at most [`manifest::MAX_LISTED`].
     pub failures: Vec<Failure>,
     pub count: u64,
     /// Blocks of `failures` the backup also found when it was taken.
@@ -93,7 +93,7 @@ impl PageChecks {
             *count += failed.len() as u64;
             list.extend(failed);
             list.sort_by_key(|f| f.block);
-            list.truncate(pagecheck::MAX_LISTED);
+            list.truncate(manifest::MAX_LISTED);
         }
     }
 
@@ -189,8 +189,8 @@ impl PageReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::tests::sample;
-    use crate::backup::pagecheck::tests::valid_page;
+    use crate::backup::data::pagecheck::tests::valid_page;
+    use crate::backup::model::manifest::tests::sample;
 
     #[test]
     fn pages_of_relation_files_are_judged_and_failures_named() {

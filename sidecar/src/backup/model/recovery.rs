@@ -3,7 +3,7 @@
 //! their removal once recovery is over.
 
 use super::request::{RestoreRequest, StartAs, TargetAction};
-use super::{BackupError, Context, Result};
+use crate::backup::{BackupError, Context, Result};
 use crate::config::target::Target;
 use crate::lsn::format_lsn;
 use crate::postgres::conf::comment_out_recovery_settings;

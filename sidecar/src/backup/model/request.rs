@@ -28,7 +28,7 @@ pub enum StartAs {
 /// A restore as the CLI or the HA loop asks for it.
 #[derive(Debug, Clone)]
 pub struct RestoreRequest {
-    /// A backup label, or `latest` (see [`super::restore::choose`]).
+    /// A backup label, or `latest` (`pgpilot restore` chooses the backup).
     pub set: String,
     pub target: Target,
     pub target_action: Option<TargetAction>,

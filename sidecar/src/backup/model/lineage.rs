@@ -14,7 +14,7 @@ use super::catalog::{Catalog, Entry};
 use super::walrange::{
     describe_segments, missing_segments, parse_history, segment_of, Archive, Switch, TimelinePath,
 };
-use super::{BackupError, Context, Result};
+use crate::backup::{BackupError, Context, Result};
 
 /// The archive's listing and the history of each archived timeline.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +170,7 @@ pub fn choose_for_replica<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::manifest::BackupType;
+    use crate::backup::model::manifest::BackupType;
     use crate::lsn::format_lsn;
 
     const SEG: u64 = 16 << 20;

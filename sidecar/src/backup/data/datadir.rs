@@ -8,10 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::extract;
-use super::manifest::Manifest;
 use super::progress;
-use super::recovery::render_auto_conf;
-use super::{BackupError, Result};
+use crate::backup::model::manifest::Manifest;
+use crate::backup::model::recovery::render_auto_conf;
+use crate::backup::{BackupError, Result};
 use crate::postgres::process::RunAs;
 
 /// The state of the target before the restore, to undo a failed one.
@@ -265,7 +265,7 @@ pub fn make_tree(data_dir: &Path, manifest: &Manifest, run_as: &RunAs) -> Result
             );
         }
     }
-    let mut dirs: Vec<&super::manifest::Dir> = manifest.directories.iter().collect();
+    let mut dirs: Vec<&crate::backup::model::manifest::Dir> = manifest.directories.iter().collect();
     dirs.sort_by_key(|d| d.path.matches('/').count());
     for dir in dirs {
         if link_paths.contains(dir.path.as_str()) {

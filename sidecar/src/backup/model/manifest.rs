@@ -30,7 +30,7 @@
 //! The `sha256` of the envelope covers the manifest's exact text.
 //!
 //! With data checksums on, the backup verifies the pages of relation files
-//! as it copies them ([`super::pagecheck`]): a file with pages that failed
+//! as it copies them (`data::pagecheck`): a file with pages that failed
 //! lists their blocks in `checksum_errors` (`checksum_error_count` counts
 //! them all), and the manifest's `error` is set; the data is stored as it
 //! was read. A file an incremental refers to keeps the list of the copy it
@@ -42,11 +42,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::archive::wal::to_hex;
+use crate::backup::{BackupError, Context};
 use crate::repo::layout::Layout;
 use crate::repo::{PutMode, Storage, StorageError};
 
 /// Format of manifests this pgpilot writes and reads.
 pub const FORMAT: u32 = 1;
+
+/// Block numbers kept per file in the manifest; the count goes on.
+pub const MAX_LISTED: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -163,7 +167,7 @@ pub struct File {
     pub reference: Option<String>,
     pub pieces: Vec<Piece>,
     /// Blocks whose page failed its checksum when the file was copied,
-    /// ascending, at most [`super::pagecheck::MAX_LISTED`].
+    /// ascending, at most [`MAX_LISTED`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checksum_errors: Vec<u32>,
     /// How many pages failed in all.
@@ -390,6 +394,14 @@ pub enum LoadError {
     Storage(StorageError),
     #[error("{0}")]
     Corrupt(String),
+}
+
+/// A manifest or catalog that could not be loaded, as a command's error.
+pub(crate) fn load_error(context: &Context, e: LoadError) -> BackupError {
+    match e {
+        LoadError::Storage(e) => context.repo_err(e),
+        LoadError::Corrupt(why) => BackupError::Corrupt(why),
+    }
 }
 
 /// The `sha256` of a file cut into pieces: the SHA-256 of the pieces'

@@ -24,14 +24,14 @@ use std::sync::Arc;
 
 use futures_util::stream::{self, StreamExt};
 
-use super::catalog::{self, Entry};
-use super::extract;
-use super::manifest::{LoadError, Manifest};
-use super::pagecheck::describe_blocks;
-use super::progress::{self, Progress};
-use super::walrange::{self, parse_segment, Archive, TimelinePath};
-use super::{code, ConfigArg, Context, Result};
 use crate::archive::wal;
+use crate::backup::data::extract;
+use crate::backup::data::pagecheck::describe_blocks;
+use crate::backup::data::progress::{self, Progress};
+use crate::backup::model::catalog::{self, Entry};
+use crate::backup::model::manifest::{LoadError, Manifest};
+use crate::backup::model::walrange::{self, parse_segment, Archive, TimelinePath};
+use crate::backup::{code, ConfigArg, Context, Result};
 use crate::repo::Storage;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -104,7 +104,7 @@ pub async fn verify(context: &Context, set: Option<&str>) -> Result<Report> {
             ));
             catalog::rebuild(storage, layout)
                 .await
-                .map_err(|e| super::take::load_error(context, e))?
+                .map_err(|e| crate::backup::model::manifest::load_error(context, e))?
                 .0
         }
         Err(LoadError::Storage(e)) => return Err(context.repo_err(e)),
@@ -123,7 +123,7 @@ pub async fn verify(context: &Context, set: Option<&str>) -> Result<Report> {
     }
     if let Some(set) = set {
         if catalog.get(set).is_none() {
-            return Err(super::BackupError::NotFound(format!(
+            return Err(crate::backup::BackupError::NotFound(format!(
                 "no complete backup is labelled {set:?}"
             )));
         }
@@ -277,7 +277,8 @@ fn page_errors(m: &Manifest) -> Vec<String> {
 /// Each referenced file must be in the referenced backup, identical.
 fn check_references(m: &Manifest, manifests: &BTreeMap<String, Manifest>) -> Vec<String> {
     let mut problems = Vec::new();
-    let mut index: HashMap<&str, HashMap<&str, &super::manifest::File>> = HashMap::new();
+    let mut index: HashMap<&str, HashMap<&str, &crate::backup::model::manifest::File>> =
+        HashMap::new();
     for label in &m.reference {
         match manifests.get(label) {
             Some(other) => {
@@ -354,7 +355,7 @@ async fn check_wal_objects(context: &Context, archive: &Archive) -> Result<Vec<S
                             object.name
                         )))
                     }
-                    Err(e) => return Err(super::BackupError::repository(&*storage, e)),
+                    Err(e) => return Err(crate::backup::BackupError::repository(&*storage, e)),
                 };
                 counter.add(bytes.len() as u64);
                 let want = object.sha256.clone();
@@ -369,7 +370,7 @@ async fn check_wal_objects(context: &Context, archive: &Archive) -> Result<Vec<S
                     }
                 })
                 .await
-                .map_err(|e| super::BackupError::Internal(e.to_string()))
+                .map_err(|e| crate::backup::BackupError::Internal(e.to_string()))
             }
         })
         .buffer_unordered(context.backup.parallelism * 2)
@@ -392,7 +393,7 @@ async fn path_for(
     target: u32,
     segment_size: u64,
     problems: &mut Vec<String>,
-) -> Result<TimelinePath, super::BackupError> {
+) -> Result<TimelinePath, crate::backup::BackupError> {
     if target <= 1 {
         return Ok(TimelinePath::single(target.max(1)));
     }
@@ -406,10 +407,10 @@ async fn path_for(
     let bytes = storage
         .get(key)
         .await
-        .map_err(|e| super::BackupError::repository(storage, e))?
+        .map_err(|e| crate::backup::BackupError::repository(storage, e))?
         .into_bytes(key, 16 << 20)
         .await
-        .map_err(|e| super::BackupError::repository(storage, e))?;
+        .map_err(|e| crate::backup::BackupError::repository(storage, e))?;
     match wal::decompress(&bytes) {
         Ok(text) => Ok(TimelinePath::new(
             target,

@@ -11,7 +11,7 @@
 
 use std::io::Read;
 
-use super::{code, BackupError, ConfigArg, Result};
+use crate::backup::{code, BackupError, ConfigArg, Result};
 use crate::repo::PutMode;
 
 #[derive(Debug, Clone, clap::Args)]

@@ -43,13 +43,13 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{self, Piece};
 use super::pagecheck::{self, PageCheck, Tally, PAGE_SIZE};
 use super::progress::Counter;
 use super::tar;
 use super::walk::LocalFile;
-use super::{BackupError, Result};
 use crate::archive::wal::to_hex;
+use crate::backup::model::manifest::{self, Piece};
+use crate::backup::{BackupError, Result};
 use crate::repo::layout::Layout;
 use crate::repo::{PutMode, Storage};
 
@@ -169,7 +169,7 @@ impl PageChecks {
             let (blocks, count) = found.damaged.entry(file).or_default();
             *count += damaged.len() as u64;
             blocks.extend(damaged);
-            while blocks.len() > pagecheck::MAX_LISTED {
+            while blocks.len() > manifest::MAX_LISTED {
                 blocks.pop_last();
             }
         }

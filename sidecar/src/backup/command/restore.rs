@@ -11,10 +11,10 @@
 //!    remove what the backup does not have.
 //! 4. Directories, links (tablespaces), then every file from the data parts
 //!    in parallel, each byte checked against the manifest's SHA-256 as it
-//!    is written ([`super::extract`]; large files go to disk with direct
-//!    I/O, [`super::place`]). `global/pg_control` goes to a temporary name.
+//!    is written ([`crate::backup::data::extract`]; large files go to disk with direct
+//!    I/O, [`crate::backup::data::place`]). `global/pg_control` goes to a temporary name.
 //!    With data checksums on, the pages of relation files are checked as
-//!    they are written ([`super::restorepages`]).
+//!    they are written ([`crate::backup::data::restorepages`]).
 //! 5. Any mismatch: stop, remove what was written (an empty directory
 //!    stays empty), report the damaged files. Exit 4.
 //! 6. All verified: write backup_label, tablespace_map, the recovery
@@ -35,15 +35,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::catalog::{Catalog, Entry};
-use super::datadir::{self, dest_path, local, Prepared};
-use super::extract::{self, Problem};
-use super::manifest::{LoadError, Manifest};
-use super::progress::{self, Progress};
-pub use super::request::{RestoreRequest, StartAs, TargetAction};
-use super::restorepages::{PageChecks, PageReport};
-use super::{code, BackupError, ConfigArg, Context, Result};
-pub use crate::config::target::{check_timeline, Target, TargetText};
+use crate::backup::data::datadir::{self, dest_path, local, Prepared};
+use crate::backup::data::extract::{self, Problem};
+use crate::backup::data::progress::{self, Progress};
+use crate::backup::data::restorepages::{PageChecks, PageReport};
+use crate::backup::model::catalog::{Catalog, Entry};
+use crate::backup::model::manifest::{LoadError, Manifest};
+use crate::backup::model::request::{RestoreRequest, StartAs, TargetAction};
+use crate::backup::{code, BackupError, ConfigArg, Context, Result};
+use crate::config::target::{check_timeline, Target, TargetText};
 use crate::lsn::format_lsn;
 use crate::postgres::process::RunAs;
 
@@ -172,9 +172,10 @@ pub fn main(args: RestoreArgs) -> i32 {
 /// ended, and recovery then refuses to start: "requested timeline is not a
 /// child of this server's history".)
 pub async fn default_timeline(context: &Context, request: &RestoreRequest) -> Result<u32> {
-    let catalog = super::take::load_catalog(context).await?;
+    let catalog = crate::backup::model::catalog::load_or_rebuild(context).await?;
     let entry = choose(&catalog, &request.set, &request.target)?;
-    let lineage = super::lineage::Lineage::load(context, entry.wal_segment_size).await?;
+    let lineage =
+        crate::backup::model::lineage::Lineage::load(context, entry.wal_segment_size).await?;
     Ok(lineage.newest_through(entry))
 }
 
@@ -196,7 +197,7 @@ pub fn choose<'a>(catalog: &'a Catalog, set: &str, target: &Target) -> Result<&'
                 return Err(BackupError::Usage(format!(
                     "backup {set} finished at {}, after the target time {text}: recovery cannot \
                      stop before the backup is consistent; choose an older backup",
-                    super::pg_time(entry.stop_time_us)
+                    crate::backup::pg_time(entry.stop_time_us)
                 )))
             }
             Target::Lsn(lsn) if entry.stop_lsn() > *lsn => {
@@ -221,7 +222,7 @@ pub fn choose<'a>(catalog: &'a Catalog, set: &str, target: &Target) -> Result<&'
             Target::Time { text, .. } => format!(
                 "no backup finished before {text}: the oldest, {}, finished at {}",
                 oldest.label,
-                super::pg_time(oldest.stop_time_us)
+                crate::backup::pg_time(oldest.stop_time_us)
             ),
             Target::Lsn(lsn) => format!(
                 "no backup stops before {}: the oldest, {}, stops at {}",
@@ -256,7 +257,7 @@ pub async fn restore(context: &Context, request: &RestoreRequest) -> Result<Rest
         .map_err(|e| BackupError::Usage(e.to_string()))?;
 
     // 1. The backup.
-    let catalog = super::take::load_catalog(context).await?;
+    let catalog = crate::backup::model::catalog::load_or_rebuild(context).await?;
     let entry = choose(&catalog, &request.set, target)?;
     let manifest = match Manifest::load(storage, layout, &entry.label).await {
         Ok(m) => m,
@@ -366,7 +367,7 @@ pub fn describe_target(target: &Target) -> String {
 async fn check_parts_stored(
     context: &Context,
     manifest: &Manifest,
-    parts: &HashMap<(String, u32), super::manifest::Part>,
+    parts: &HashMap<(String, u32), crate::backup::model::manifest::Part>,
 ) -> Result<()> {
     let storage = context.storage();
     let mut labels: Vec<&str> = manifest.reference.iter().map(String::as_str).collect();
@@ -421,7 +422,7 @@ async fn write_all(
     context: &Context,
     request: &RestoreRequest,
     manifest: Arc<Manifest>,
-    parts: &HashMap<(String, u32), super::manifest::Part>,
+    parts: &HashMap<(String, u32), crate::backup::model::manifest::Part>,
     prepared: &Prepared,
     run_as: &RunAs,
 ) -> Result<(u64, PageReport)> {
@@ -476,7 +477,7 @@ async fn write_all(
             .map(|f| dest_path(&data_dir, &f.path))
             .collect(),
     );
-    let placer = Arc::new(super::place::Placer::new(
+    let placer = Arc::new(crate::backup::data::place::Placer::new(
         paths,
         prepared
             .to_write
@@ -539,7 +540,7 @@ async fn write_all(
     }
 
     // Recovery files, ownership, sync, and pg_control last.
-    let settings = super::recovery::recovery_settings(context, request)?;
+    let settings = crate::backup::model::recovery::recovery_settings(context, request)?;
     let signal = match request.start_as {
         StartAs::Recovery => "recovery.signal",
         StartAs::Standby => "standby.signal",
@@ -574,8 +575,8 @@ fn refusal(label: &str, problems: &[Problem]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backup::catalog::Entry;
-    use crate::backup::manifest::BackupType;
+    use crate::backup::model::catalog::Entry;
+    use crate::backup::model::manifest::BackupType;
 
     fn entry(label: &str, stop_us: i64, stop_lsn: &str) -> Entry {
         Entry {

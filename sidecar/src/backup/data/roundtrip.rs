@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::extract;
-use super::manifest::{self, BackupType, Compression, Manifest};
 use super::pagecheck::{self, PageCheck, PAGE_SIZE};
 use super::pipeline::{self, ParentIndex};
 use super::progress::Progress;
 use super::walk;
+use crate::backup::model::manifest::{self, BackupType, Compression, Manifest};
 use crate::repo::layout::Layout;
 use crate::repo::posix::PosixStorage;
 use crate::repo::retry::{RetryPolicy, Retrying};

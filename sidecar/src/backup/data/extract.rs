@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use super::manifest::{self, Manifest};
 use super::progress::Counter;
 use super::tar;
-use super::{BackupError, Result};
 use crate::archive::wal::to_hex;
+use crate::backup::model::manifest::{self, Manifest};
+use crate::backup::{BackupError, Result};
 use crate::repo::layout::Layout;
 use crate::repo::retry::Retrying;
 use crate::repo::Storage;

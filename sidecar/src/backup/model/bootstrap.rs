@@ -2,8 +2,9 @@
 //! `[bootstrap_from]` section asks (the section's schema and checks:
 //! [`crate::config::bootstrap_from`]).
 
-use super::restore::{RestoreRequest, StartAs, Target, TargetAction};
-pub use crate::config::bootstrap_from::BootstrapFrom;
+use super::request::{RestoreRequest, StartAs, TargetAction};
+use crate::config::bootstrap_from::BootstrapFrom;
+use crate::config::target::Target;
 
 impl BootstrapFrom {
     /// The restore that creates the cluster: recovery to the target, then

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::session::{self, Session};
-use super::{code, BackupError, ConfigArg, Context, Result};
+use crate::backup::{code, BackupError, ConfigArg, Context, Result};
 use crate::repo::identity::{self, ClusterIdentity};
 use crate::repo::layout::WalName;
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls};
 
-use super::walrange::parse_segment;
-use super::{BackupError, Result};
+use crate::backup::model::walrange::parse_segment;
+use crate::backup::{BackupError, Result};
 use crate::config::Config;
 use crate::lsn::parse_lsn;
 
