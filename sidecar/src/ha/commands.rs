@@ -1,7 +1,15 @@
 //! Operator requests from the REST API (restart, reload, reinitialize),
 //! carried out by the HA loop between cycles.
 
-use super::*;
+use super::callbacks::Event;
+use super::Ha;
+use crate::cluster::PgState;
+use crate::cluster::Role;
+use crate::dcs::Dcs;
+use crate::postgres::StopMode;
+use crate::state::CommandResult;
+use crate::state::MemberCommand;
+use tokio::time::Instant;
 
 impl<D: Dcs> Ha<D> {
     /// Carry out an operator command queued through the API.
@@ -30,17 +38,17 @@ impl<D: Dcs> Ha<D> {
                 pg.stop(StopMode::Fast).await.map_err(|e| e.to_string())?;
                 let params = self.cluster_parameters(&snap.dynamic);
                 let leading = snap.view.leader_name() == Some(self.me());
-                let started =
-                    if primary && leading && self.shared.holds_leader_lease(Instant::now()) {
-                        pg.write_config(&params, None, false)
-                            .map_err(|e| e.to_string())?;
-                        pg.start().await
-                    } else {
-                        let upstream = Self::upstream_of(&snap.view, self.following.as_deref());
-                        pg.write_config(&params, upstream.as_ref(), true)
-                            .map_err(|e| e.to_string())?;
-                        pg.start().await
-                    };
+                let lease_ok = self.shared.holds_leader_lease(Instant::now());
+                let started = if super::decide::restart_as_primary(primary, leading, lease_ok) {
+                    pg.write_config(&params, None, false)
+                        .map_err(|e| e.to_string())?;
+                    pg.start().await
+                } else {
+                    let upstream = Self::upstream_of(&snap.view, self.following.as_deref());
+                    pg.write_config(&params, upstream.as_ref(), true)
+                        .map_err(|e| e.to_string())?;
+                    pg.start().await
+                };
                 // Not a stop and a start for the callbacks: one on_restart
                 // (or a role change, if it came back as a standby).
                 match started {

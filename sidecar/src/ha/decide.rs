@@ -105,6 +105,8 @@ pub struct Inputs<'a> {
     /// The store answered this cycle. When it did not, `view` is the last
     /// one read, and only actions that need no store are taken.
     pub store_reachable: bool,
+    /// The length of this member's lease now (the cluster's `ttl` may differ).
+    pub lease_ttl: Duration,
 }
 
 /// How long to wait before bootstrap attempt `failures + 1`: loop_wait,
@@ -145,6 +147,10 @@ pub enum Action {
     Demote,
     /// Stop the running standby cleanly (fast shutdown), for pg_rewind.
     StopStandby,
+    /// Move this member's keys to a lease of the cluster's new `ttl`,
+    /// without giving up the leader key; the next cycle decides on what the
+    /// store holds then.
+    ApplyTtl { ttl: Duration },
     /// Planned hand-over: fast stop, wait until `candidate` (or any replica)
     /// has the shutdown checkpoint, then give up the key.
     Handover { candidate: Option<String> },
@@ -281,11 +287,49 @@ pub fn decide(i: &Inputs) -> Decision {
         prelude.append(&mut decision.actions);
         decision.actions = prelude;
     }
+    let decision = with_ttl_change(i, decision);
     if i.store_reachable {
         decision
     } else {
         without_store(decision)
     }
+}
+
+/// The cluster's `ttl` changed: the keys move to a lease of the new length
+/// first — unless writes must stop now or the member halts, which come first.
+fn with_ttl_change(i: &Inputs, decision: Decision) -> Decision {
+    let Some(ttl) = i
+        .view
+        .config
+        .as_ref()
+        .map(DynamicConfig::ttl)
+        .filter(|ttl| *ttl != i.lease_ttl)
+    else {
+        return decision;
+    };
+    if decision
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Demote | Action::Halt))
+    {
+        return decision;
+    }
+    Decision::new(
+        vec![Action::ApplyTtl { ttl }],
+        format!(
+            "ttl is {}s in the cluster configuration, my lease {}s: moving my keys to a lease \
+             of the new length",
+            ttl.as_secs(),
+            i.lease_ttl.as_secs()
+        ),
+    )
+}
+
+/// A restart asked for by an operator: does PostgreSQL come back as the
+/// primary? Only if it ran as one, this member leads, and its lease allows
+/// writes (invariant 1); otherwise as a standby.
+pub fn restart_as_primary(ran_as_primary: bool, leading: bool, lease_allows_writes: bool) -> bool {
+    ran_as_primary && leading && lease_allows_writes
 }
 
 /// The store did not answer: keep the actions up to the first that needs

@@ -114,6 +114,8 @@ struct Local {
     not_streamed: bool,
     /// The store answered this cycle (the view is fresh).
     store_reachable: bool,
+    /// "me"'s lease length; None = the cluster's ttl.
+    lease_ttl: Option<Duration>,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -164,6 +166,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         bootstrap_retry_in: None,
         not_streamed: false,
         store_reachable: true,
+        lease_ttl: None,
     }
 }
 
@@ -229,6 +232,7 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
         not_streamed: l.not_streamed,
         following: l.following,
         store_reachable: l.store_reachable,
+        lease_ttl: l.lease_ttl.unwrap_or_else(|| dynamic.ttl()),
     })
 }
 
@@ -1031,6 +1035,9 @@ async fn former_primary_rejoins_through_rewind_only_when_it_diverged() {
 
 #[path = "decide_partition_tests.rs"]
 mod partition;
+
+#[path = "decide_ttl_tests.rs"]
+mod ttl;
 
 #[tokio::test(start_paused = true)]
 async fn synchronous_mode_lets_only_sync_members_take_over() {

@@ -1,7 +1,26 @@
 //! Carrying out the actions `decide` returns, in order; each one is a
 //! small sequence of store and PostgreSQL operations.
 
-use super::*;
+use super::callbacks::Event;
+use super::decide::Action;
+use super::decide::Decision;
+use super::slots;
+use super::sync;
+use super::BootstrapRetry;
+use super::Ha;
+use super::HaError;
+use crate::cluster::ClusterView;
+use crate::cluster::LeaderStatus;
+use crate::cluster::PgState;
+use crate::cluster::Role;
+use crate::dcs::Dcs;
+use crate::dynamic::DynamicConfig;
+use crate::postgres::conf::slot_name;
+use crate::postgres::conf::Parameters;
+use crate::postgres::conf::Upstream;
+use crate::postgres::StopMode;
+use std::time::Duration;
+use tokio::time::Instant;
 
 impl<D: Dcs> Ha<D> {
     pub(super) async fn execute(
@@ -35,27 +54,7 @@ impl<D: Dcs> Ha<D> {
                 self.shared.config().cluster.scope
             ))),
             Action::Bootstrap => self.bootstrap(view, dynamic).await,
-            Action::CloneFrom { member } => {
-                let Some(source) = Self::upstream_of(view, Some(member)) else {
-                    return Ok(false);
-                };
-                // Marked before the copy starts, so a copy cut short and made
-                // again (or pgpilot restarted mid-copy) still counts as new.
-                pg.mark_not_streamed()?;
-                self.set_pg_state(PgState::CreatingReplica, Role::Uninitialized);
-                self.publish(None).await;
-                match self.create_replica(view, member, &source).await {
-                    Ok(()) => {
-                        self.system_id = None;
-                        self.set_pg_state(PgState::Stopped, Role::Replica);
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        self.set_pg_state(PgState::Stopped, Role::Uninitialized);
-                        Err(e)
-                    }
-                }
-            }
+            Action::CloneFrom { member } => self.clone_replica(view, member).await,
             Action::WriteInitialize { system_id } => {
                 self.dcs.set_initialize(system_id).await?;
                 Ok(true)
@@ -80,108 +79,27 @@ impl<D: Dcs> Ha<D> {
                 }
                 Ok(done)
             }
-            Action::StartPrimary => {
-                self.set_pg_state(PgState::Starting, Role::Primary);
-                pg.write_config(&self.cluster_parameters(dynamic), None, false)?;
-                self.following = None;
-                match pg.start().await {
-                    Ok(()) => {
-                        self.set_pg_state(PgState::Running, Role::Primary);
-                        self.announce(Event::Started(Role::Primary));
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        // Let a healthy replica take over rather than hold the key uselessly.
-                        self.set_pg_state(PgState::StartFailed, Role::Primary);
-                        self.announce(Event::StartFailed(Role::Primary));
-                        let _ = self.dcs.release_leader().await;
-                        Err(e.into())
-                    }
-                }
-            }
+            Action::StartPrimary => self.start_primary(dynamic).await,
             Action::StartReplica { leader } => {
                 self.start_replica(view, dynamic, leader.as_deref()).await?;
                 Ok(true)
             }
-            Action::Promote => {
-                let before = pg
-                    .observe()
-                    .await
-                    .ok()
-                    .and_then(|o| o.timeline)
-                    .unwrap_or(1);
-                if dynamic.synchronous_mode {
-                    // Invariant 2: from the first commit this leader
-                    // acknowledges, `sync` must name it, so the former leader
-                    // can no longer take the key back.
-                    let fresh = crate::cluster::SyncState::new(self.me(), &[]);
-                    let expected = view.sync.as_ref().map(|_| view.sync_revision);
-                    if !self.dcs.write_sync(&fresh, expected).await? {
-                        tracing::warn!(
-                            "the sync key changed concurrently; not promoting this cycle"
-                        );
-                        return Ok(false);
-                    }
-                    self.sync_standbys.clear();
-                }
-                tracing::info!("promoting PostgreSQL");
-                pg.promote().await?;
-                // Before anything else: scripts moving a virtual IP or
-                // repointing a pooler should not wait for the bookkeeping.
-                self.announce(Event::Promoted);
-                let counter = if view.failover.is_some() {
-                    &self.shared.counters.switchovers
-                } else {
-                    &self.shared.counters.failovers
-                };
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                self.following = None;
-                self.set_pg_state(PgState::Running, Role::Primary);
-                // The switch point first: a former primary that sees the new
-                // timeline published compares its WAL with it (ha::rejoin).
-                if let Err(e) = self.record_history(view, before).await {
-                    tracing::warn!(error = %e, "cannot record the timeline history");
-                }
-                // Publish the new role and timeline at once (rejoining
-                // members wait for it).
-                if let Ok(observation) = pg.observe().await {
-                    self.shared.update(|s| s.observation = Some(observation));
-                }
-                self.publish(None).await;
-                // A checkpoint right away puts the new timeline in pg_control,
-                // which pg_rewind of the old primary relies on.
-                if let Err(e) = pg
-                    .with_client(async |c| {
-                        c.batch_execute("CHECKPOINT")
-                            .await
-                            .map_err(|e| PgError::Sql(e.to_string()))
-                    })
-                    .await
-                {
-                    tracing::warn!(error = %e, "checkpoint after promotion failed");
-                }
-                Ok(true)
-            }
+            Action::Promote => self.promote(view, dynamic).await,
             Action::Demote => {
                 tracing::warn!("stopping PostgreSQL immediately to stop accepting writes");
-                self.set_pg_state(PgState::Stopping, Role::Demoted);
-                let (was_running, role) = (pg.is_running(), self.pg_role());
-                pg.stop(StopMode::Immediate).await?;
-                if was_running {
-                    self.announce(Event::Stopped(role));
-                }
-                self.following = None;
-                self.set_pg_state(PgState::Stopped, Role::Demoted);
-                Ok(true)
+                self.stop_local(StopMode::Immediate, Role::Demoted).await
             }
             Action::StopStandby => {
                 tracing::info!("stopping this standby cleanly for pg_rewind");
-                self.set_pg_state(PgState::Stopping, Role::Replica);
-                pg.stop(StopMode::Fast).await?;
-                self.announce(Event::Stopped(Role::Replica));
-                self.following = None;
-                self.set_pg_state(PgState::Stopped, Role::Replica);
-                Ok(true)
+                self.stop_local(StopMode::Fast, Role::Replica).await
+            }
+            Action::ApplyTtl { ttl } => {
+                if self.apply_new_ttl(view, *ttl).await {
+                    // The keys moved: the next cycle, at once, decides on
+                    // what the store holds now.
+                    self.shared.wake.notify_one();
+                }
+                Ok(false)
             }
             Action::Handover { candidate } => {
                 self.handover(view, candidate.as_deref()).await?;
@@ -216,6 +134,50 @@ impl<D: Dcs> Ha<D> {
                 Ok(true)
             }
         }
+    }
+
+    /// Copy the data directory from `member` (replica creation methods in
+    /// order); `Ok(false)` when the member is not in the view.
+    pub(super) async fn clone_replica(
+        &mut self,
+        view: &ClusterView,
+        member: &str,
+    ) -> Result<bool, HaError> {
+        let pg = self.shared.postgres.clone();
+        let Some(source) = Self::upstream_of(view, Some(member)) else {
+            return Ok(false);
+        };
+        // Marked before the copy starts, so a copy cut short and made
+        // again (or pgpilot restarted mid-copy) still counts as new.
+        pg.mark_not_streamed()?;
+        self.set_pg_state(PgState::CreatingReplica, Role::Uninitialized);
+        self.publish(None).await;
+        match self.create_replica(view, member, &source).await {
+            Ok(()) => {
+                self.system_id = None;
+                self.set_pg_state(PgState::Stopped, Role::Replica);
+                Ok(true)
+            }
+            Err(e) => {
+                self.set_pg_state(PgState::Stopped, Role::Uninitialized);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop the local PostgreSQL with `mode`, announce it, and record it
+    /// stopped as `role_after`.
+    async fn stop_local(&mut self, mode: StopMode, role_after: Role) -> Result<bool, HaError> {
+        let pg = &self.shared.postgres;
+        self.set_pg_state(PgState::Stopping, role_after);
+        let (was_running, role) = (pg.is_running(), self.pg_role());
+        pg.stop(mode).await?;
+        if was_running {
+            self.announce(Event::Stopped(role));
+        }
+        self.following = None;
+        self.set_pg_state(PgState::Stopped, role_after);
+        Ok(true)
     }
 
     pub(super) async fn start_replica(
@@ -538,48 +500,6 @@ impl<D: Dcs> Ha<D> {
             tracing::info!(standbys = %plan.names.join(","), "synchronous standbys changed");
             self.sync_standbys = plan.names;
         }
-        Ok(())
-    }
-
-    /// After a promotion, append the switch from PostgreSQL's timeline history file.
-    pub(super) async fn record_history(
-        &self,
-        view: &ClusterView,
-        old_timeline: u32,
-    ) -> Result<(), HaError> {
-        let obs = self.shared.postgres.observe().await?;
-        let new_timeline = obs.timeline.unwrap_or(old_timeline);
-        let path = self
-            .shared
-            .postgres
-            .data_dir()
-            .join("pg_wal")
-            .join(format!("{new_timeline:08X}.history"));
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let mut history = view.history.clone();
-        let now = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        for line in text.lines() {
-            let mut parts = line.split('\t');
-            let (Some(tl), Some(lsn)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            let (Ok(tl), Some(lsn)) = (tl.trim().parse::<u32>(), crate::lsn::parse_lsn(lsn)) else {
-                continue;
-            };
-            if history.iter().any(|h| h.0 == tl) {
-                continue;
-            }
-            let reason = parts.next().unwrap_or("").trim().to_string();
-            history.push(HistoryEntry(
-                tl,
-                lsn,
-                reason,
-                now.clone(),
-                self.me().to_string(),
-            ));
-        }
-        history.sort_by_key(|h| h.0);
-        self.dcs.write_history(&history).await?;
         Ok(())
     }
 

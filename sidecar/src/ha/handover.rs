@@ -1,7 +1,18 @@
 //! Planned ends of leadership: hand-over to a successor at switchover and
 //! at shutdown, without waiting for the lease to expire.
 
-use super::*;
+use super::callbacks::Event;
+use super::decide::PeerReport;
+use super::Ha;
+use super::HaError;
+use crate::cluster::ClusterView;
+use crate::cluster::LeaderStatus;
+use crate::cluster::PgState;
+use crate::cluster::Role;
+use crate::dcs::Dcs;
+use crate::postgres::StopMode;
+use std::time::Duration;
+use tokio::time::Instant;
 
 impl<D: Dcs> Ha<D> {
     /// SIGTERM/SIGINT: a leader stops PostgreSQL, waits until a replica has

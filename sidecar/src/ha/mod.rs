@@ -11,6 +11,7 @@ pub mod fence;
 pub mod guard;
 mod handover;
 pub mod lease;
+mod promote;
 pub mod rejoin;
 pub mod reload;
 pub mod slots;
@@ -23,16 +24,16 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::cluster::{ClusterView, HistoryEntry, LeaderStatus, MemberStatus, PgState, Role};
+use crate::cluster::{ClusterView, MemberStatus, PgState, Role};
 use crate::config::ParamValue;
 use crate::dcs::Dcs;
 use crate::dynamic::DynamicConfig;
-use crate::postgres::conf::{slot_name, Parameters, Upstream};
+use crate::postgres::conf::{Parameters, Upstream};
 use crate::postgres::{Observation, PgError, StopMode};
-use crate::state::{CommandResult, MemberCommand, Shared};
+use crate::state::Shared;
 use crate::status::NodeStatus;
 use callbacks::Event;
-use decide::{Action, DataDir, Decision, Inputs, LocalPg, PeerReport, StoppedAs};
+use decide::{DataDir, Decision, Inputs, LocalPg, PeerReport, StoppedAs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HaError {
@@ -368,7 +369,7 @@ impl<D: Dcs> Ha<D> {
             self.shared.finish_command();
             let _ = reply.send(outcome);
         }
-        let mut fresh_view = self.load_view().await;
+        let fresh_view = self.load_view().await;
         if fresh_view.is_some() != self.store_reachable {
             if fresh_view.is_some() {
                 tracing::info!("etcd answers again");
@@ -381,17 +382,6 @@ impl<D: Dcs> Ha<D> {
             }
             self.store_reachable = fresh_view.is_some();
             self.unreachable_logged = None;
-        }
-        let wanted_ttl = fresh_view
-            .as_ref()
-            .and_then(|v| v.config.as_ref())
-            .map(DynamicConfig::ttl)
-            .filter(|ttl| *ttl != self.dcs.lease_ttl());
-        if let (Some(ttl), Some(seen)) = (wanted_ttl, fresh_view.as_ref()) {
-            if self.apply_new_ttl(seen, ttl).await {
-                // The keys moved: decide on what the store holds now.
-                fresh_view = self.load_view().await;
-            }
         }
         let view = fresh_view
             .clone()
@@ -470,6 +460,7 @@ impl<D: Dcs> Ha<D> {
                 (r.at > now).then(|| (r.at - now, r.why.as_str()))
             }),
             store_reachable: self.store_reachable,
+            lease_ttl: self.dcs.lease_ttl(),
         });
         self.log_decision(&decision);
         let my_lease = self.dcs.lease_id();
@@ -496,7 +487,7 @@ impl<D: Dcs> Ha<D> {
 
     /// `ttl` changed in the cluster configuration: move our keys to a lease
     /// of the new length, without giving up the leader key.
-    async fn apply_new_ttl(&self, view: &ClusterView, ttl: Duration) -> bool {
+    pub(super) async fn apply_new_ttl(&self, view: &ClusterView, ttl: Duration) -> bool {
         let sent = Instant::now();
         match self.dcs.change_lease_ttl(ttl).await {
             Ok(()) => {
