@@ -5,13 +5,13 @@
 //! is and what the cluster is called, or `--etcd URL --scope NAME`
 //! (`--namespace` defaults to `pgpilot`).
 
-pub mod config;
-pub mod diff;
-pub mod history;
-pub mod list;
-pub mod member;
-pub mod rest;
-pub mod switchover;
+mod config;
+mod diff;
+mod history;
+pub(crate) mod list;
+mod member;
+mod rest;
+mod switchover;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -5,17 +5,17 @@
 pub mod callbacks;
 mod commands;
 mod create;
-pub mod decide;
+pub(crate) mod decide;
 mod execute;
-pub mod fence;
+pub(crate) mod fence;
 pub mod guard;
 mod handover;
-pub mod lease;
+pub(crate) mod lease;
 mod promote;
-pub mod rejoin;
-pub mod reload;
-pub mod slots;
-pub mod sync;
+mod rejoin;
+pub(crate) mod reload;
+mod slots;
+mod sync;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -28,10 +28,10 @@ pub use crate::config::backup as config;
 /// release binary.
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
-pub mod identity;
+pub(crate) mod identity;
 pub mod layout;
 pub mod posix;
-pub mod retry;
+pub(crate) mod retry;
 pub mod s3;
 mod s3_http;
 
