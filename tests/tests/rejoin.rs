@@ -12,6 +12,61 @@ const FAILOVER: Duration = Duration::from_secs(90);
 const REPLICATE: Duration = Duration::from_secs(60);
 const REJOIN: Duration = Duration::from_secs(150);
 
+/// Table `table` with rows 1..=`common` that every member has; then both
+/// replicas' WAL receivers stopped (SIGSTOP; their pids returned) and
+/// `old`'s WAL senders ended, so nothing `old` writes next can reach them
+/// (not even through socket buffers: a stopped receiver cannot reconnect);
+/// then `more` rows tagged `origin` that only `old` has.
+async fn rows_only_on(
+    fc: &FaultCluster,
+    old: usize,
+    table: &str,
+    common: u32,
+    origin: &str,
+    more: u32,
+) -> anyhow::Result<Vec<i32>> {
+    fc.execute(
+        old,
+        &format!(
+            "CREATE TABLE {table} (id int PRIMARY KEY, origin text NOT NULL); \
+             INSERT INTO {table} SELECT g, 'common' FROM generate_series(1, {common}) g"
+        ),
+    )
+    .await?;
+    let replicas: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+    let count = format!("SELECT count(*)::text FROM {table}");
+    for &r in &replicas {
+        fc.wait_value(r, &count, &common.to_string(), REPLICATE)
+            .await?;
+    }
+    let mut receivers = Vec::new();
+    for &r in &replicas {
+        receivers.push(fc.pause_walreceiver(r).await?);
+    }
+    fc.execute(
+        old,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
+    )
+    .await?;
+    fc.wait_value(
+        old,
+        "SELECT count(*)::text FROM pg_stat_replication",
+        "0",
+        REPLICATE,
+    )
+    .await?;
+    fc.execute(
+        old,
+        &format!(
+            "INSERT INTO {table} SELECT g, '{origin}' FROM generate_series({}, {}) g",
+            common + 1,
+            common + more
+        ),
+    )
+    .await?;
+    Ok(receivers)
+}
+
 /// When the old primary is started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Restart {
@@ -38,39 +93,7 @@ async fn diverged_primary_rejoins(restart: Restart) -> anyhow::Result<()> {
     let fc = FaultCluster::builder().members(3).start().await?;
     let old = fc.wait_ready(READY).await?;
     let checker = fc.start_checker(old).await?;
-    fc.execute(
-        old,
-        "CREATE TABLE e2e_rw (id int PRIMARY KEY, origin text NOT NULL); \
-         INSERT INTO e2e_rw SELECT g, 'common' FROM generate_series(1, 100) g",
-    )
-    .await?;
-    let replicas: Vec<usize> = (0..3).filter(|&i| i != old).collect();
-    for &r in &replicas {
-        fc.wait_value(r, "SELECT count(*)::text FROM e2e_rw", "100", REPLICATE)
-            .await?;
-    }
-
-    let mut receivers = Vec::new();
-    for &r in &replicas {
-        receivers.push(fc.pause_walreceiver(r).await?);
-    }
-    fc.execute(
-        old,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
-    )
-    .await?;
-    fc.wait_value(
-        old,
-        "SELECT count(*)::text FROM pg_stat_replication",
-        "0",
-        REPLICATE,
-    )
-    .await?;
-    fc.execute(
-        old,
-        "INSERT INTO e2e_rw SELECT g, 'diverged' FROM generate_series(101, 200) g",
-    )
-    .await?;
+    let receivers = rows_only_on(&fc, old, "e2e_rw", 100, "diverged", 100).await?;
     let killed = fc.kill_node(old).await?;
     for pid in receivers {
         fc.resume_pid(pid);
@@ -334,38 +357,7 @@ async fn fenced_with_rows_only_it_has(isolated: bool) -> anyhow::Result<()> {
         .start()
         .await?;
     let old = fc.wait_ready(READY).await?;
-    fc.execute(
-        old,
-        "CREATE TABLE e2e_fd (id int PRIMARY KEY, origin text NOT NULL); \
-         INSERT INTO e2e_fd SELECT g, 'common' FROM generate_series(1, 10) g",
-    )
-    .await?;
-    let replicas: Vec<usize> = (0..3).filter(|&i| i != old).collect();
-    for &r in &replicas {
-        fc.wait_value(r, "SELECT count(*)::text FROM e2e_fd", "10", REPLICATE)
-            .await?;
-    }
-    let mut receivers = Vec::new();
-    for &r in &replicas {
-        receivers.push(fc.pause_walreceiver(r).await?);
-    }
-    fc.execute(
-        old,
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_replication",
-    )
-    .await?;
-    fc.wait_value(
-        old,
-        "SELECT count(*)::text FROM pg_stat_replication",
-        "0",
-        REPLICATE,
-    )
-    .await?;
-    fc.execute(
-        old,
-        "INSERT INTO e2e_fd SELECT g, 'only-old' FROM generate_series(11, 20) g",
-    )
-    .await?;
+    let receivers = rows_only_on(&fc, old, "e2e_fd", 10, "only-old", 10).await?;
     if isolated {
         let hba = fc.member(old).data_dir.join("pg_hba.conf");
         let rules = std::fs::read_to_string(&hba)?;

@@ -5,8 +5,9 @@
 
 use super::*;
 
-/// Leader `a` on timeline 2, which branched off timeline 1 at 1000.
-async fn new_leader_on_timeline_2(published: bool) -> ClusterView {
+/// Leader `a` on timeline 2 (once `published`), which branched off
+/// timeline 1 at 1000.
+pub(super) async fn new_leader_on_timeline_2(published: bool) -> ClusterView {
     let mut view = led_by("a").await;
     if published {
         if let Some(m) = view.members.iter_mut().find(|m| m.name == "a") {

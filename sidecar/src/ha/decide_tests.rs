@@ -942,24 +942,7 @@ async fn switchover_candidates_and_bystanders() {
 
 #[tokio::test(start_paused = true)]
 async fn former_primary_rejoins_through_rewind_only_when_it_diverged() {
-    let mut view = Cluster::new()
-        .initialized()
-        .await
-        .member("a", Role::Primary, PgState::Running, 500)
-        .await
-        .leader("a")
-        .await
-        .view();
-    if let Some(m) = view.members.iter_mut().find(|m| m.name == "a") {
-        m.status.timeline = Some(2);
-    }
-    view.history.push(crate::cluster::HistoryEntry(
-        1,
-        1000,
-        "promoted".into(),
-        "t".into(),
-        "a".into(),
-    ));
+    let view = partition::new_leader_on_timeline_2(true).await;
     let ends = |was_primary: bool, clean: bool, checkpoint_lsn: u64, last_record| {
         let mut l = local(initialized(), LocalPg::Stopped);
         l.stopped_as = Some(StoppedAs {
