@@ -15,8 +15,9 @@ use crate::exit;
 use crate::postgres::Postgres;
 use crate::state::Shared;
 
-/// Entry point of `pgpilot run`; returns the process exit code.
-pub fn main(config_path: &Path) -> i32 {
+/// Entry point of `pgpilot run` on the runtime the binary made; returns
+/// the process exit code.
+pub fn main(config_path: &Path, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = match Config::load(config_path) {
         Ok(c) => c,
         Err(e) => {
@@ -39,17 +40,6 @@ pub fn main(config_path: &Path) -> i32 {
         },
     };
     crate::logging::set_up_with_file(&config.log.level, config.log.json, log_file);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
-    };
     runtime.block_on(run(Arc::new(config)))
 }
 

@@ -99,25 +99,79 @@ fn init_tracing(settings: pgpilot::logging::Settings<'_>) {
     }
 }
 
+/// The async runtime a command runs on, made here with the rest of the
+/// process's set-up: `workers` threads, or the calling thread alone when 0.
+/// A command that cannot have one exits with `failure`. Whatever is still
+/// running when the command returns gets half a second to finish.
+fn with_runtime(
+    command: &str,
+    workers: usize,
+    failure: i32,
+    entry: impl FnOnce(&tokio::runtime::Runtime) -> i32,
+) -> i32 {
+    let built = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    match built {
+        Ok(runtime) => {
+            let code = entry(&runtime);
+            runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+            code
+        }
+        Err(e) => {
+            eprintln!("pgpilot {command}: cannot start the async runtime: {e}");
+            failure
+        }
+    }
+}
+
 fn main() {
+    use pgpilot::backup::code::LOCAL;
+    use pgpilot::backup::command as backup;
+    use pgpilot::exit::FAILURE;
     pgpilot::logging::install(init_tracing);
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { config } => pgpilot::daemon::main(&config),
-        Command::Ctl(args) => pgpilot::ctl::main(args),
-        Command::Demo(args) => pgpilot::demo::main(args),
+        Command::Run { config } => {
+            with_runtime("run", 2, FAILURE, |rt| pgpilot::daemon::main(&config, rt))
+        }
+        Command::Ctl(args) => with_runtime("ctl", 0, FAILURE, |rt| pgpilot::ctl::main(args, rt)),
+        Command::Demo(args) => with_runtime("demo", 0, FAILURE, |rt| pgpilot::demo::main(args, rt)),
+        // Each call runs on a thread of its own with its own runtime, which
+        // is abandoned when archive_timeout passes (archive::run).
         Command::ArchivePush(args) => pgpilot::archive::push::main(args),
         Command::ArchiveGet(args) => pgpilot::archive::get::main(args),
-        Command::ArchiveAhead(args) => pgpilot::archive::ahead::main(args),
-        Command::ArchiveGetPrefetch(args) => pgpilot::archive::prefetch::main(args),
-        Command::Backup(args) => pgpilot::backup::command::take::main(args),
-        Command::Restore(args) => pgpilot::backup::command::restore::main(args),
-        Command::Info(args) => pgpilot::backup::command::info::main(args),
-        Command::Expire(args) => pgpilot::backup::command::expire::main(args),
-        Command::Verify(args) => pgpilot::backup::command::verify::main(args),
-        Command::Check(args) => pgpilot::backup::command::check::main(args),
-        Command::PutLog(args) => pgpilot::backup::command::chores::put_log_main(args),
-        Command::WipeDataDir(args) => pgpilot::backup::command::chores::wipe_main(args),
+        Command::ArchiveAhead(args) => with_runtime("archive-ahead", 2, LOCAL, |rt| {
+            pgpilot::archive::ahead::main(args, rt)
+        }),
+        Command::ArchiveGetPrefetch(args) => with_runtime("archive-get-prefetch", 0, LOCAL, |rt| {
+            pgpilot::archive::prefetch::main(args, rt)
+        }),
+        Command::Backup(args) => {
+            with_runtime("backup", 2, LOCAL, |rt| backup::take::main(args, rt))
+        }
+        Command::Restore(args) => {
+            with_runtime("restore", 2, LOCAL, |rt| backup::restore::main(args, rt))
+        }
+        Command::Info(args) => with_runtime("info", 2, LOCAL, |rt| backup::info::main(args, rt)),
+        Command::Expire(args) => {
+            with_runtime("expire", 2, LOCAL, |rt| backup::expire::main(args, rt))
+        }
+        Command::Verify(args) => {
+            with_runtime("verify", 2, LOCAL, |rt| backup::verify::main(args, rt))
+        }
+        Command::Check(args) => with_runtime("check", 2, LOCAL, |rt| backup::check::main(args, rt)),
+        Command::PutLog(args) => with_runtime("put-log", 2, LOCAL, |rt| {
+            backup::chores::put_log_main(args, rt)
+        }),
+        Command::WipeDataDir(args) => backup::chores::wipe_main(args),
         Command::FenceGuard { data_dir } => pgpilot::ha::guard::run(data_dir),
         Command::CheckConfig { config } => match pgpilot::config::Config::load(&config) {
             Ok(_) => {

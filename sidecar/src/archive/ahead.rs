@@ -476,7 +476,8 @@ pub struct AheadArgs {
     pub config: super::ConfigArg,
 }
 
-pub fn main(args: AheadArgs) -> i32 {
+/// Entry point of `pgpilot archive-ahead` on the runtime the binary made.
+pub fn main(args: AheadArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = match Config::load(&args.config.config) {
         Ok(config) => Arc::new(config),
         Err(e) => {
@@ -492,17 +493,6 @@ pub fn main(args: AheadArgs) -> i32 {
         return super::code::USAGE;
     }
     crate::logging::set_up(&config.log.level, config.log.json);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot archive-ahead: cannot start the async runtime: {e}");
-            return super::code::LOCAL;
-        }
-    };
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
         let (stop_tx, stop_rx) = watch::channel(false);

@@ -263,7 +263,9 @@ pub struct PrefetchArgs {
     pub config: super::ConfigArg,
 }
 
-pub fn main(args: PrefetchArgs) -> i32 {
+/// Entry point of `pgpilot archive-get-prefetch` on the runtime the binary
+/// made (one thread).
+pub fn main(args: PrefetchArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let archive = match Archive::open(&args.config.config) {
         Ok(archive) => archive,
         Err(e) => {
@@ -275,18 +277,7 @@ pub fn main(args: PrefetchArgs) -> i32 {
         }
     };
     crate::logging::set_up(&archive.config.log.level, archive.config.log.json);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot archive-get-prefetch: cannot start the async runtime: {e}");
-            return code::LOCAL;
-        }
-    };
     let result = runtime.block_on(prefetch(archive));
-    runtime.shutdown_timeout(Duration::from_millis(100));
     match result {
         Ok(()) => code::OK,
         Err(e) => {

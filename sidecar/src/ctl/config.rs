@@ -175,20 +175,20 @@ fn current_config(view: &ClusterView, scope: &str) -> Result<DynamicConfig, CtlE
     })
 }
 
-pub fn run_show(target: &Target, args: &ShowConfigArgs) -> Result<(), CtlError> {
-    let (_, view) = super::runtime()?.block_on(super::fetch_view(target))?;
+pub async fn run_show(target: &Target, args: &ShowConfigArgs) -> Result<(), CtlError> {
+    let (_, view) = super::fetch_view(target).await?;
     let config = current_config(&view, &target.scope)?;
     print(&render(&config, args.format))
 }
 
-pub fn run_edit(target: &Target, args: &EditConfigArgs) -> Result<(), CtlError> {
+pub async fn run_edit(target: &Target, args: &EditConfigArgs) -> Result<(), CtlError> {
     if args.set.is_empty() && args.pg.is_empty() {
         return Err(CtlError::usage(
             "nothing to change: give -s KEY=VALUE or -p NAME=VALUE (see show-config for the keys)",
         ));
     }
     let patch = build_patch(&args.set, &args.pg)?;
-    super::runtime()?.block_on(async {
+    async {
         let (mut etcd, view) = super::fetch_view(target).await?;
         let current = current_config(&view, &target.scope)?;
         let new = apply_patch(&current, &patch)?;
@@ -261,11 +261,12 @@ pub fn run_edit(target: &Target, args: &EditConfigArgs) -> Result<(), CtlError> 
                 "the configuration changed in etcd meanwhile; run edit-config again",
             ))
         }
-    })
+    }
+    .await
 }
 
-pub fn run_pause(target: &Target, args: &PauseArgs, pause: bool) -> Result<(), CtlError> {
-    super::runtime()?.block_on(async {
+pub async fn run_pause(target: &Target, args: &PauseArgs, pause: bool) -> Result<(), CtlError> {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         let current = current_config(&view, &target.scope)?;
         if current.pause == pause {
@@ -297,7 +298,8 @@ pub fn run_pause(target: &Target, args: &PauseArgs, pause: bool) -> Result<(), C
             wait_for_pause(target, &view, pause).await?;
         }
         print(&format!("Success: cluster management is {what}\n"))
-    })
+    }
+    .await
 }
 
 /// Poll every member's `/patroni` until all that answer report `pause`.

@@ -74,8 +74,8 @@ pub fn render(history: &[HistoryEntry], format: Format) -> String {
     }
 }
 
-pub fn run(target: &Target, args: &HistoryArgs) -> Result<(), CtlError> {
-    let (_, view) = super::runtime()?.block_on(super::fetch_view(target))?;
+pub async fn run(target: &Target, args: &HistoryArgs) -> Result<(), CtlError> {
+    let (_, view) = super::fetch_view(target).await?;
     print(&render(&view.history, args.format))
 }
 

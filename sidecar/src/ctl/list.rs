@@ -34,8 +34,8 @@ pub enum Format {
     Tsv,
 }
 
-pub fn run(target: &Target, args: &ListArgs) -> Result<(), CtlError> {
-    let report = super::runtime()?.block_on(super::fetch_report(target))?;
+pub async fn run(target: &Target, args: &ListArgs) -> Result<(), CtlError> {
+    let report = super::fetch_report(target).await?;
     let text = render(&report, args.format);
     // A closed pipe (`| head`) is not an error worth a panic.
     use std::io::Write as _;

@@ -132,9 +132,9 @@ pub fn restart_body(args: &RestartArgs) -> Result<serde_json::Value, CtlError> {
     Ok(body)
 }
 
-pub fn run_restart(target: &Target, args: &RestartArgs) -> Result<(), CtlError> {
+pub async fn run_restart(target: &Target, args: &RestartArgs) -> Result<(), CtlError> {
     let body = restart_body(args)?;
-    super::runtime()?.block_on(async {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         let mut members = select(&view, &args.members, args.role, &target.scope)?;
         if args.pending {
@@ -179,7 +179,8 @@ pub fn run_restart(target: &Target, args: &RestartArgs) -> Result<(), CtlError> 
             }
         }
         outcome("restart", failed)
-    })
+    }
+    .await
 }
 
 fn outcome(what: &str, failed: usize) -> Result<(), CtlError> {
@@ -193,8 +194,8 @@ fn outcome(what: &str, failed: usize) -> Result<(), CtlError> {
     }
 }
 
-pub fn run_reload(target: &Target, args: &ReloadArgs) -> Result<(), CtlError> {
-    super::runtime()?.block_on(async {
+pub async fn run_reload(target: &Target, args: &ReloadArgs) -> Result<(), CtlError> {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         let members = select(&view, &args.members, args.role, &target.scope)?;
         if members.is_empty() {
@@ -236,11 +237,12 @@ pub fn run_reload(target: &Target, args: &ReloadArgs) -> Result<(), CtlError> {
             }
         }
         outcome("reload", failed)
-    })
+    }
+    .await
 }
 
-pub fn run_reinit(target: &Target, args: &ReinitArgs) -> Result<(), CtlError> {
-    super::runtime()?.block_on(async {
+pub async fn run_reinit(target: &Target, args: &ReinitArgs) -> Result<(), CtlError> {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         let members = select(&view, &args.members, RoleFilter::Any, &target.scope)?;
         confirm(
@@ -331,7 +333,8 @@ pub fn run_reinit(target: &Target, args: &ReinitArgs) -> Result<(), CtlError> {
             }
         }
         outcome("reinitialize", failed)
-    })
+    }
+    .await
 }
 
 #[cfg(test)]

@@ -397,17 +397,10 @@ async fn read_view(
     Err(first)
 }
 
-/// A single-threaded runtime: ctl does one thing at a time.
-pub fn runtime() -> Result<tokio::runtime::Runtime, CtlError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| CtlError::failure(format!("cannot start the async runtime: {e}")))
-}
-
-/// Entry point of `pgpilot ctl`; returns the process exit code.
-pub fn main(args: CtlArgs) -> i32 {
-    match run(&args) {
+/// Entry point of `pgpilot ctl` on the runtime the binary made (one
+/// thread: ctl does one thing at a time); returns the process exit code.
+pub fn main(args: CtlArgs, runtime: &tokio::runtime::Runtime) -> i32 {
+    match runtime.block_on(run(&args)) {
         Ok(()) => exit::OK,
         Err(e) => {
             eprintln!("pgpilot ctl: {}", e.message);
@@ -416,20 +409,20 @@ pub fn main(args: CtlArgs) -> i32 {
     }
 }
 
-fn run(args: &CtlArgs) -> Result<(), CtlError> {
+async fn run(args: &CtlArgs) -> Result<(), CtlError> {
     let target = resolve(args)?;
     match &args.command {
-        CtlCommand::List(list_args) => list::run(&target, list_args),
-        CtlCommand::Switchover(a) => switchover::run_switchover(&target, a),
-        CtlCommand::Failover(a) => switchover::run_failover(&target, a),
-        CtlCommand::Pause(a) => config::run_pause(&target, a, true),
-        CtlCommand::Resume(a) => config::run_pause(&target, a, false),
-        CtlCommand::ShowConfig(a) => config::run_show(&target, a),
-        CtlCommand::EditConfig(a) => config::run_edit(&target, a),
-        CtlCommand::History(a) => history::run(&target, a),
-        CtlCommand::Restart(a) => member::run_restart(&target, a),
-        CtlCommand::Reload(a) => member::run_reload(&target, a),
-        CtlCommand::Reinit(a) => member::run_reinit(&target, a),
+        CtlCommand::List(list_args) => list::run(&target, list_args).await,
+        CtlCommand::Switchover(a) => switchover::run_switchover(&target, a).await,
+        CtlCommand::Failover(a) => switchover::run_failover(&target, a).await,
+        CtlCommand::Pause(a) => config::run_pause(&target, a, true).await,
+        CtlCommand::Resume(a) => config::run_pause(&target, a, false).await,
+        CtlCommand::ShowConfig(a) => config::run_show(&target, a).await,
+        CtlCommand::EditConfig(a) => config::run_edit(&target, a).await,
+        CtlCommand::History(a) => history::run(&target, a).await,
+        CtlCommand::Restart(a) => member::run_restart(&target, a).await,
+        CtlCommand::Reload(a) => member::run_reload(&target, a).await,
+        CtlCommand::Reinit(a) => member::run_reinit(&target, a).await,
     }
 }
 

@@ -92,10 +92,9 @@ fn request_timeout(view: &ClusterView) -> Duration {
     Duration::from_secs(2 * loop_wait.max(10) + 30)
 }
 
-pub fn run_switchover(target: &Target, args: &SwitchoverArgs) -> Result<(), CtlError> {
+pub async fn run_switchover(target: &Target, args: &SwitchoverArgs) -> Result<(), CtlError> {
     let scheduled = parse_scheduled(args.scheduled.as_deref())?;
-    let runtime = super::runtime()?;
-    runtime.block_on(async {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         let leader = match (&args.leader, view.leader_name()) {
             (Some(given), Some(now)) if given != now => {
@@ -139,12 +138,11 @@ pub fn run_switchover(target: &Target, args: &SwitchoverArgs) -> Result<(), CtlE
         let (_, reply) =
             call_first(&client, &members, Method::POST, "/switchover", Some(&body)).await?;
         finish(target, "Switchover", &reply).await
-    })
+    }.await
 }
 
-pub fn run_failover(target: &Target, args: &FailoverArgs) -> Result<(), CtlError> {
-    let runtime = super::runtime()?;
-    runtime.block_on(async {
+pub async fn run_failover(target: &Target, args: &FailoverArgs) -> Result<(), CtlError> {
+    async {
         let (_, view) = super::fetch_view(target).await?;
         rest::member(&view, &args.candidate, &target.scope)?;
         let question = match view.leader_name() {
@@ -167,7 +165,8 @@ pub fn run_failover(target: &Target, args: &FailoverArgs) -> Result<(), CtlError
         let (_, reply) =
             call_first(&client, &members, Method::POST, "/failover", Some(&body)).await?;
         finish(target, "Failover", &reply).await
-    })
+    }
+    .await
 }
 
 /// Print the member's answer; on success also the member table.

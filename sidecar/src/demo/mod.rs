@@ -283,18 +283,9 @@ fn absolute_dir(dir: &Path) -> Result<PathBuf, DemoError> {
     std::path::absolute(dir).map_err(|e| DemoError::usage(format!("--dir {}: {e}", dir.display())))
 }
 
-/// Entry point of `pgpilot demo`; returns the process exit code.
-pub fn main(args: DemoArgs) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot demo: cannot start the async runtime: {e}");
-            return exit::FAILURE;
-        }
-    };
+/// Entry point of `pgpilot demo` on the runtime the binary made; returns
+/// the process exit code.
+pub fn main(args: DemoArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let result = match args.command {
         DemoCommand::Up(up_args) => runtime.block_on(up::up(up_args)),
         DemoCommand::Down(down_args) => runtime.block_on(down::down(down_args)),

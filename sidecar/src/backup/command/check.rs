@@ -17,9 +17,9 @@ pub struct CheckArgs {
     pub config: ConfigArg,
 }
 
-pub fn main(args: CheckArgs) -> i32 {
+pub fn main(args: CheckArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = args.config.config.clone();
-    super::run("check", &config, async |context| {
+    super::run(runtime, "check", &config, async |context| {
         check(&context).await?;
         Ok(code::OK)
     })

@@ -58,7 +58,7 @@ pub fn log_key(stanza: &str, name: &str) -> String {
     format!("{stanza}/log/{name}")
 }
 
-pub fn put_log_main(args: PutLogArgs) -> i32 {
+pub fn put_log_main(args: PutLogArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     if let Err(e) = check_log_name(&args.name) {
         eprintln!("pgpilot put-log: {e}");
         return code::USAGE;
@@ -72,7 +72,7 @@ pub fn put_log_main(args: PutLogArgs) -> i32 {
         body.drain(..body.len() - MAX_LOG);
     }
     let config = args.config.config.clone();
-    super::run("put-log", &config, async |context| {
+    super::run(runtime, "put-log", &config, async |context| {
         let key = log_key(context.layout.stanza(), &args.name);
         let size = body.len();
         context

@@ -52,9 +52,9 @@ pub struct ExpireArgs {
     pub dry_run: bool,
 }
 
-pub fn main(args: ExpireArgs) -> i32 {
+pub fn main(args: ExpireArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = args.config.config.clone();
-    super::run("expire", &config, async |context| {
+    super::run(runtime, "expire", &config, async |context| {
         expire(&context, &args).await?;
         Ok(code::OK)
     })

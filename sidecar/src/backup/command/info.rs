@@ -42,9 +42,9 @@ pub struct InfoArgs {
     pub set: Option<String>,
 }
 
-pub fn main(args: InfoArgs) -> i32 {
+pub fn main(args: InfoArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = args.config.config.clone();
-    super::run("info", &config, async |context| {
+    super::run(runtime, "info", &config, async |context| {
         let report = gather(&context).await?;
         let backups: Vec<&Entry> = report
             .catalog

@@ -28,32 +28,24 @@ pub mod verify;
 pub(crate) mod watch;
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::data::progress;
-use super::{code, Context, Result};
+use super::{Context, Result};
 
-/// Run a command on a multi-threaded runtime: load the configuration, set
-/// up logging on stderr, run `work`, print the error if any, return the
-/// exit code.
-fn run(command: &str, config_path: &Path, work: impl AsyncFnOnce(Context) -> Result<i32>) -> i32 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pgpilot {command}: cannot start the async runtime: {e}");
-            return code::LOCAL;
-        }
-    };
+/// Run a command on the runtime the binary made: load the configuration,
+/// set up logging on stderr, run `work`, print the error if any, return
+/// the exit code.
+fn run(
+    runtime: &tokio::runtime::Runtime,
+    command: &str,
+    config_path: &Path,
+    work: impl AsyncFnOnce(Context) -> Result<i32>,
+) -> i32 {
     let result = runtime.block_on(async {
         let context = Context::open(config_path)?;
         crate::logging::set_up(&context.config.log.level, context.config.log.json);
         work(context).await
     });
-    runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -140,9 +140,9 @@ impl RestoreArgs {
 }
 
 /// Entry point; returns the exit code.
-pub fn main(args: RestoreArgs) -> i32 {
+pub fn main(args: RestoreArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = args.config.config.clone();
-    super::run("restore", &config, async |context| {
+    super::run(runtime, "restore", &config, async |context| {
         let mut request = args.request(&context)?;
         if request.target_timeline.is_none() {
             request.target_timeline = Some(default_timeline(&context, &request).await?.to_string());

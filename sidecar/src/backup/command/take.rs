@@ -65,15 +65,15 @@ pub enum BackupAction {
 }
 
 /// Entry point; returns the exit code.
-pub fn main(args: BackupArgs) -> i32 {
+pub fn main(args: BackupArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     match args.action {
-        Some(BackupAction::List(info)) => super::info::main(info),
+        Some(BackupAction::List(info)) => super::info::main(info, runtime),
         None => {
             let Some(config) = args.config else {
                 eprintln!("pgpilot backup: --config (or PGPILOT_CONFIG) is required");
                 return code::USAGE;
             };
-            super::run("backup", &config, async |context| {
+            super::run(runtime, "backup", &config, async |context| {
                 let done = take(&context, args.backup_type, args.label.as_deref()).await?;
                 println!("new backup label = {}", done.label);
                 Ok(code::OK)

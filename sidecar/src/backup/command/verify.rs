@@ -43,9 +43,9 @@ pub struct VerifyArgs {
     pub set: Option<String>,
 }
 
-pub fn main(args: VerifyArgs) -> i32 {
+pub fn main(args: VerifyArgs, runtime: &tokio::runtime::Runtime) -> i32 {
     let config = args.config.config.clone();
-    super::run("verify", &config, async |context| {
+    super::run(runtime, "verify", &config, async |context| {
         let report = verify(&context, args.set.as_deref()).await?;
         progress::clear_line();
         for note in &report.notes {
