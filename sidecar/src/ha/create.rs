@@ -97,7 +97,7 @@ impl<D: Dcs> Ha<D> {
                 }
             }
         }
-        Err(HaError::Other(format!(
+        Err(HaError::Creation(format!(
             "no replica creation method worked ({})",
             failures.join("; ")
         )))
@@ -216,10 +216,10 @@ impl<D: Dcs> Ha<D> {
         let config = self.shared.config();
         let (context, location) = self
             .repository()
-            .map_err(|e| HaError::Other(format!("bootstrap from a backup: {e}")))?;
+            .map_err(|e| HaError::Creation(format!("bootstrap from a backup: {e}")))?;
         let failed =
-            |e: BackupError| HaError::Other(format!("bootstrap from a backup in {location}: {e}"));
-        let target = from.parsed_target().map_err(HaError::Other)?;
+            |e: BackupError| HaError::Creation(format!("bootstrap from a backup in {location}: {e}"));
+        let target = from.parsed_target().map_err(HaError::Creation)?;
         let catalog = catalog::load_or_rebuild(&context).await.map_err(failed)?;
         let entry: Entry = restore::choose(&catalog, from.set(), &target)
             .map_err(failed)?
@@ -236,7 +236,7 @@ impl<D: Dcs> Ha<D> {
         };
         let mut request = from
             .request(pg.data_dir(), timeline)
-            .map_err(HaError::Other)?;
+            .map_err(HaError::Creation)?;
         request.set = entry.label.clone();
         tracing::info!(
             backup = %entry.label,
@@ -280,7 +280,7 @@ impl<D: Dcs> Ha<D> {
         pg.with_client(async |c| crate::postgres::probe::ensure_roles(c, &config, false).await)
             .await
             .map_err(|e| {
-                HaError::Other(format!(
+                HaError::Creation(format!(
                     "{e}: the roles and passwords come with the backup, so \
                      postgresql.authentication must match those of the cluster it was taken from"
                 ))
@@ -309,7 +309,7 @@ impl<D: Dcs> Ha<D> {
         let mut reported_at = Instant::now();
         loop {
             if !pg.is_running() {
-                return Err(HaError::Other(format!(
+                return Err(HaError::Creation(format!(
                     "PostgreSQL stopped while recovering backup {}; last log lines: {}",
                     entry.label,
                     pg.log_tail()
@@ -319,7 +319,7 @@ impl<D: Dcs> Ha<D> {
                 Ok(o) if !o.in_recovery => {
                     let timeline = o.timeline.unwrap_or(0);
                     if timeline <= entry.stop_timeline {
-                        return Err(HaError::Other(format!(
+                        return Err(HaError::Creation(format!(
                             "recovery of backup {} ended on timeline {timeline}, not on a new one",
                             entry.label
                         )));
@@ -327,7 +327,7 @@ impl<D: Dcs> Ha<D> {
                     return Ok(timeline);
                 }
                 Ok(o) if o.replay_paused => {
-                    return Err(HaError::Other(format!(
+                    return Err(HaError::Creation(format!(
                         "recovery of backup {} paused at {} instead of promoting (PostgreSQL \
                          pauses when a setting such as max_connections is lower than on the \
                          server the backup was taken from); last log lines: {}",
@@ -354,7 +354,7 @@ impl<D: Dcs> Ha<D> {
                 Err(e) => tracing::debug!(error = %e, "PostgreSQL does not answer yet"),
             }
             if progress_at.elapsed() >= RECOVERY_STALL {
-                return Err(HaError::Other(format!(
+                return Err(HaError::Creation(format!(
                     "recovery of backup {} replayed nothing for {} s (stuck at {}); last log \
                      lines: {}",
                     entry.label,

@@ -43,8 +43,10 @@ pub enum HaError {
     Pg(#[from] PgError),
     #[error("{0}")]
     Fatal(String),
+    /// Making this member's data directory from a copy (a backup,
+    /// pg_basebackup) failed: why, in words for the log.
     #[error("{0}")]
-    Other(String),
+    Creation(String),
 }
 
 /// Failed bootstraps (initdb): how many in a row, when the next may start, why.
