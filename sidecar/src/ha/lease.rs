@@ -27,12 +27,16 @@ pub async fn keep_lease<D: Dcs>(
                 shared.lease.renewed(sent, ttl);
                 if failures > 0 {
                     tracing::info!(failures, "lease renewals work again");
+                    // etcd answers again: the HA loop looks now, not at its
+                    // next tick (a fenced member rejoins at once).
+                    shared.wake.notify_one();
                 }
                 failures = 0;
             }
             Ok(Ok(None)) => {
                 tracing::warn!("the lease had expired; a new one is granted");
                 shared.lease.lost();
+                shared.wake.notify_one();
                 failures = 0;
                 continue;
             }

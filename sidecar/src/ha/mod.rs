@@ -150,7 +150,12 @@ impl<D: Dcs> Ha<D> {
             }
             self.shared.update(|s| s.last_cycle = Instant::now());
             self.shared.exporter().observe_ha_cycle(started.elapsed());
-            let loop_wait = self.shared.dynamic().loop_wait();
+            // While etcd does not answer, look again every second (a read
+            // costs nothing), so the member notices at once when it does.
+            let loop_wait = match self.shared.dynamic().loop_wait() {
+                wait if self.store_reachable => wait,
+                wait => wait.min(Duration::from_secs(1)),
+            };
             let nap = loop_wait.saturating_sub(started.elapsed());
             if *shutdown.borrow() {
                 break;
