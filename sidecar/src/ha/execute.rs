@@ -85,6 +85,11 @@ impl<D: Dcs> Ha<D> {
                 Ok(true)
             }
             Action::Promote => self.promote(view, dynamic).await,
+            Action::Demote if pg.is_running() && pg.is_standby_configured() => {
+                // The fence got there first: it runs read-only already.
+                tracing::info!("PostgreSQL already runs read-only (the fence demoted it)");
+                Ok(true)
+            }
             Action::Demote => {
                 tracing::warn!("stopping PostgreSQL immediately to stop accepting writes");
                 self.stop_local(StopMode::Immediate, Role::Demoted).await
