@@ -62,10 +62,18 @@ async fn initialize_claim_of_a_dead_member_expires() -> anyhow::Result<()> {
         .await
         .map_err(|e| c.with_logs(e))?;
     assert_eq!(leader, second, "{}", c.logs(40));
-    let claim = initialize(&c)?;
-    assert!(
-        claim.as_deref().is_some_and(|v| !v.is_empty()),
-        "initialize holds the new cluster's system identifier: {claim:?}"
-    );
+    // The leader key comes first, the system identifier once initdb is
+    // done and PostgreSQL runs.
+    pgpilot_e2e::wait_until(
+        "initialize to hold the new cluster's system identifier",
+        Duration::from_secs(120),
+        async || {
+            let claim = initialize(&c)?;
+            anyhow::ensure!(claim.as_deref().is_some_and(|v| !v.is_empty()), "{claim:?}");
+            Ok(())
+        },
+    )
+    .await
+    .map_err(|e| c.with_logs(e))?;
     Ok(())
 }
