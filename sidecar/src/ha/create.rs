@@ -217,8 +217,9 @@ impl<D: Dcs> Ha<D> {
         let (context, location) = self
             .repository()
             .map_err(|e| HaError::Creation(format!("bootstrap from a backup: {e}")))?;
-        let failed =
-            |e: BackupError| HaError::Creation(format!("bootstrap from a backup in {location}: {e}"));
+        let failed = |e: BackupError| {
+            HaError::Creation(format!("bootstrap from a backup in {location}: {e}"))
+        };
         let target = from.parsed_target().map_err(HaError::Creation)?;
         let catalog = catalog::load_or_rebuild(&context).await.map_err(failed)?;
         let entry: Entry = restore::choose(&catalog, from.set(), &target)
