@@ -212,6 +212,15 @@ async fn diverged_former_primary_restarted_at_once_is_rewound() -> anyhow::Resul
     diverged_primary_rejoins(Restart::AtOnce).await
 }
 
+/// "after a pg_rewind" or "without pg_rewind", for the figures printed.
+fn with_or_without_rewind(log: &str) -> &'static str {
+    if rewound(log) {
+        "after a pg_rewind"
+    } else {
+        "without pg_rewind"
+    }
+}
+
 /// Is there a pg_rewind in `log` (pgpilot's "running pg_rewind", or the
 /// crash recovery it runs first)?
 fn rewound(log: &str) -> bool {
@@ -256,7 +265,7 @@ async fn switched_over_primary_rejoins_without_rewind() -> anyhow::Result<()> {
         fc.name(old),
         fc.name(target),
         rejoined.as_secs_f64(),
-        if rewound(&log) { "after a pg_rewind" } else { "without pg_rewind" }
+        with_or_without_rewind(&log)
     );
     anyhow::ensure!(
         !rewound(&log),
@@ -313,11 +322,7 @@ async fn fenced_primary_with_nothing_unsent_rejoins_without_rewind() -> anyhow::
         fc.name(old),
         fc.name(new_leader),
         after_heal.as_secs_f64(),
-        if rewound(&log) {
-            "after a pg_rewind"
-        } else {
-            "without pg_rewind"
-        }
+        with_or_without_rewind(&log)
     );
     let mut problems = Vec::new();
     if let Err(e) = &rejoined {
@@ -424,11 +429,7 @@ async fn fenced_with_rows_only_it_has(isolated: bool) -> anyhow::Result<()> {
         if isolated { "isolated" } else { "reachable" },
         fc.name(new_leader),
         after_heal.as_secs_f64(),
-        if rewound(&log) {
-            "after a pg_rewind"
-        } else {
-            "without pg_rewind"
-        }
+        with_or_without_rewind(&log)
     );
     let mut problems = Vec::new();
     let (wanted_on_new, must_rewind) = if isolated { ("0", true) } else { ("10", false) };
