@@ -123,7 +123,13 @@ pub async fn guard(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
             }
         };
         shared.update(|s| s.pg_state = PgState::Stopping);
-        match pg.stop_by(mode, hard).await {
+        let stopped = match mode {
+            StopMode::Fast => pg.stop_by(mode, hard).await,
+            // SIGQUIT now; SIGKILL (which would leave its backends running)
+            // only if it is still there pg_ctl_timeout later.
+            StopMode::Immediate => pg.stop(mode).await.map(|()| mode),
+        };
+        match stopped {
             Ok(how) => {
                 guard.vouch(&shared, None);
                 shared.callbacks.notify(Event::Stopped(Role::Primary));
