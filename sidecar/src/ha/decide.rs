@@ -107,6 +107,10 @@ pub struct Inputs<'a> {
     pub store_reachable: bool,
     /// The length of this member's lease now (the cluster's `ttl` may differ).
     pub lease_ttl: Duration,
+    /// The running standby has received no WAL from any upstream since it
+    /// started (a former primary the fence brought back read-only): its WAL
+    /// is its own, ending where its replay does, on its own timeline.
+    pub never_received: bool,
 }
 
 /// How long to wait before bootstrap attempt `failures + 1`: loop_wait,
@@ -675,7 +679,10 @@ fn decide_running_replica(
         // A former primary brought back read-only by the fence, or a replica
         // that had received more than the new leader: WAL past the switch
         // point never streams, so it is rewound first.
-        if let LocalPg::Running { timeline, .. } = i.pg {
+        // Only for a standby with nothing received: a replica that streamed
+        // may report an older timeline than the WAL it holds.
+        if let (LocalPg::Running { timeline, .. }, true) = (&i.pg, i.never_received) {
+            let timeline = *timeline;
             if leader_timeline(i, &leader) > timeline
                 && super::rejoin::diverged_at(timeline, wal_position, &i.view.history)
                 && !paused

@@ -27,7 +27,15 @@ pub(super) async fn new_leader_on_timeline_2(published: bool) -> ClusterView {
 #[tokio::test(start_paused = true)]
 async fn fenced_primary_running_read_only_rejoins_rewound_only_if_diverged() {
     let view = new_leader_on_timeline_2(true).await;
-    let read_only_at = |wal: u64| local(initialized(), replica(wal));
+    let read_only_at = |wal: u64| {
+        let mut l = local(initialized(), replica(wal));
+        l.never_received = true;
+        l
+    };
+    // A replica that streamed reports the timeline of its last restartpoint
+    // or receipt, which may be older than the WAL it holds: never judged.
+    let mut streamed = local(initialized(), replica(1200));
+    streamed.following = Some("old");
     let mut pointed = read_only_at(1200);
     pointed.following = Some("a");
     let mut no_rewind = view.clone();
@@ -82,7 +90,18 @@ async fn fenced_primary_running_read_only_rejoins_rewound_only_if_diverged() {
                 read_only_at(1200),
                 vec![],
             ),
-            ("pg_rewind failed before: wait", view, failed, vec![]),
+            (
+                "pg_rewind failed before: wait",
+                view.clone(),
+                failed,
+                vec![],
+            ),
+            (
+                "a replica that streamed is not judged by its reported timeline: follow",
+                view,
+                streamed,
+                vec![Action::Follow { leader: "a".into() }],
+            ),
         ],
     );
 }

@@ -116,6 +116,8 @@ struct Local {
     store_reachable: bool,
     /// "me"'s lease length; None = the cluster's ttl.
     lease_ttl: Option<Duration>,
+    /// A running standby that has received nothing since it started.
+    never_received: bool,
 }
 
 /// An initialized cluster whose running primary `name` holds the key.
@@ -167,6 +169,7 @@ fn local(data: DataDir, pg: LocalPg) -> Local {
         not_streamed: false,
         store_reachable: true,
         lease_ttl: None,
+        never_received: false,
     }
 }
 
@@ -233,6 +236,7 @@ fn run(view: &ClusterView, l: &Local) -> Decision {
         following: l.following,
         store_reachable: l.store_reachable,
         lease_ttl: l.lease_ttl.unwrap_or_else(|| dynamic.ttl()),
+        never_received: l.never_received,
     })
 }
 

@@ -468,6 +468,9 @@ impl<D: Dcs> Ha<D> {
             }),
             store_reachable: self.store_reachable,
             lease_ttl: self.dcs.lease_ttl(),
+            never_received: observation
+                .as_ref()
+                .is_some_and(|o| o.in_recovery && o.received_lsn.is_none()),
         });
         self.log_decision(&decision);
         let my_lease = self.dcs.lease_id();
