@@ -676,9 +676,8 @@ fn decide_running_replica(
         );
     }
     if let Some(leader) = other_leader {
-        // A former primary brought back read-only by the fence, or a replica
-        // that had received more than the new leader: WAL past the switch
-        // point never streams, so it is rewound first.
+        // A former primary brought back read-only by the fence: WAL past the
+        // switch point never streams, so it is rewound first.
         // Only for a standby with nothing received: a replica that streamed
         // may report an older timeline than the WAL it holds.
         if let (LocalPg::Running { timeline, .. }, true) = (&i.pg, i.never_received) {
