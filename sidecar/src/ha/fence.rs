@@ -92,11 +92,13 @@ pub async fn guard(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         // A running instance without standby.signal accepts (or is about to
         // accept) writes; promotions and primary starts happen only with the lease.
         let writable = pg.is_running() && !pg.is_standby_configured();
-        let snap = shared.snapshot();
+        // Only the settings, not the whole snapshot (cluster view and all)
+        // at every tick.
+        let dynamic = shared.dynamic();
         let now = Instant::now();
-        let margin = snap.dynamic.fence_margin();
+        let margin = dynamic.fence_margin();
         let lease = shared.own_lease_deadline();
-        let (mode, hard) = match look(writable, snap.dynamic.pause, lease, now, margin) {
+        let stopped = match look(writable, dynamic.pause, lease, now, margin) {
             Look::Idle => {
                 guard.vouch(&shared, None);
                 continue;
@@ -112,22 +114,21 @@ pub async fn guard(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                     "fencing: my leader lease could not be renewed and expires within the \
                      fence margin soon; demoting (fast shutdown, then read-only)"
                 );
-                (StopMode::Fast, hard)
+                shared.update(|s| s.pg_state = PgState::Stopping);
+                pg.stop_by(StopMode::Fast, hard).await
             }
             Look::Stop => {
                 tracing::warn!(
                     "fencing: PostgreSQL is writable but my leader lease is not provably mine \
                      for the safety margin; stopping it immediately"
                 );
-                (StopMode::Immediate, now)
+                shared.update(|s| s.pg_state = PgState::Stopping);
+                // SIGQUIT now; SIGKILL (which would leave its backends
+                // running) only if it is still there pg_ctl_timeout later.
+                pg.stop(StopMode::Immediate)
+                    .await
+                    .map(|()| StopMode::Immediate)
             }
-        };
-        shared.update(|s| s.pg_state = PgState::Stopping);
-        let stopped = match mode {
-            StopMode::Fast => pg.stop_by(mode, hard).await,
-            // SIGQUIT now; SIGKILL (which would leave its backends running)
-            // only if it is still there pg_ctl_timeout later.
-            StopMode::Immediate => pg.stop(mode).await.map(|()| mode),
         };
         match stopped {
             Ok(how) => {
