@@ -14,7 +14,9 @@
 //! - stopped without a checkpoint (the fence's immediate stop, a crash),
 //!   its last record is found by reading its WAL from the last checkpoint
 //!   on ([`crate::postgres::Postgres::last_wal_record`]); when that cannot be
-//!   told it counts as diverged.
+//!   told it counts as diverged;
+//! - running read-only since the fence demoted it (nothing received since
+//!   its start), its WAL ends where its replay does ([`diverged_at`]).
 
 use crate::cluster::HistoryEntry;
 
